@@ -1,0 +1,294 @@
+"""Registered datasets. Each entry has a typed ``Options`` model and a builder returning ``ImageData``.
+
+Nothing is downloaded unless the options say ``download: true``; a missing root raises
+``DataRootError`` naming where the files were expected and how to get them.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from camu.data.sources import LazySource, Source, TensorSource
+from camu.registry import Registry
+
+
+class DataRootError(FileNotFoundError):
+    """The dataset's files are not where the options say; the message says how to fix it."""
+
+
+@dataclass
+class ImageData:
+    """A classification dataset: train and test splits plus the facts models need."""
+
+    name: str
+    train: Source
+    test: Source
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    class_names: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """Move in-memory splits to ``device`` once (GPU-resident data for datasets that fit)."""
+        return ImageData(self.name, self.train.to(device), self.test.to(device), self.num_classes,
+                         self.in_channels, self.image_size, self.class_names)
+
+
+class DatasetOptions(BaseModel):
+    """Base for per-dataset options; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+O = TypeVar("O", bound=DatasetOptions)
+
+
+@dataclass(frozen=True)
+class DatasetEntry(Generic[O]):
+    """A registered dataset: its options model and its builder."""
+
+    options: type[O]
+    build: Callable[[O], ImageData]
+    description: str
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(name: str, options: type[O], description: str) -> Callable[[Callable[[O], ImageData]], Callable]:
+    """Decorator registering ``build(options) -> ImageData`` under ``name``."""
+
+    def decorate(build: Callable[[O], ImageData]) -> Callable[[O], ImageData]:
+        DATASETS.register(name, description)(DatasetEntry(options, build, description))
+        return build
+
+    return decorate
+
+
+def load_dataset(name: str, options: dict | None = None) -> ImageData:
+    """Validate ``options`` against the dataset's model and build it."""
+    entry = DATASETS.get(name)
+    return entry.build(entry.options.model_validate(options or {}))
+
+
+def _normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images - m) / s
+
+
+def _resplit(images: torch.Tensor, labels: torch.Tensor, test_size: float, seed: int):
+    """Deterministically carve a train/test split out of one pool of samples."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(labels.shape[0], generator=g)
+    n_test = int(round(labels.shape[0] * test_size))
+    test, train = perm[:n_test], perm[n_test:]
+    return TensorSource(images[train], labels[train]), TensorSource(images[test], labels[test])
+
+
+# ----------------------------------------------------------------------------- digits / synthetic
+class DigitsOptions(DatasetOptions):
+    test_size: float = Field(0.25, gt=0, lt=1, description="fraction of the 1,797 images held out as test")
+    seed: int = Field(0, description="seed of the train/test split")
+
+
+@register_dataset("digits", DigitsOptions, "scikit-learn's bundled 8x8 digits (1,797 images, offline)")
+def build_digits(opt: DigitsOptions) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = _normalise(images, (0.30,), (0.38,))
+    train, test = _resplit(images, torch.tensor(bunch.target), opt.test_size, opt.seed)
+    return ImageData("digits", train, test, 10, 1, (8, 8), [str(i) for i in range(10)])
+
+
+class SyntheticOptions(DatasetOptions):
+    num_train: int = Field(1000, ge=10)
+    num_test: int = Field(200, ge=10)
+    num_classes: int = Field(10, ge=2)
+    channels: int = Field(1, ge=1)
+    image_size: int = Field(8, ge=4)
+    noise: float = Field(1.0, ge=0, description="pixel noise around each class prototype")
+    seed: int = 0
+
+
+@register_dataset("synthetic", SyntheticOptions, "Gaussian blobs around class prototypes, any size (tests, benchmarks)")
+def build_synthetic(opt: SyntheticOptions) -> ImageData:
+    g = torch.Generator().manual_seed(opt.seed)
+    shape = (opt.channels, opt.image_size, opt.image_size)
+    prototypes = torch.randn((opt.num_classes, *shape), generator=g)
+
+    def draw(n: int) -> TensorSource:
+        labels = torch.randint(0, opt.num_classes, (n,), generator=g)
+        return TensorSource(prototypes[labels] + opt.noise * torch.randn((n, *shape), generator=g), labels)
+
+    return ImageData("synthetic", draw(opt.num_train), draw(opt.num_test), opt.num_classes, opt.channels,
+                     (opt.image_size, opt.image_size), [str(i) for i in range(opt.num_classes)])
+
+
+# ----------------------------------------------------------------------------- MNIST family
+class MnistOptions(DatasetOptions):
+    root: Path = Field(description="folder with the raw idx .gz files (or MNIST/raw below it)")
+    download: bool = Field(False, description="download into root when the files are missing")
+    test_size: float | None = Field(
+        None, gt=0, lt=1,
+        description="pool every file found and re-split train/test with this test fraction "
+                    "(needed when root holds only the 10k test files)")
+    seed: int = Field(0, description="seed of the re-split")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a (possibly gzipped) idx file as torchvision ships them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(root: Path, folder: str, stem: str) -> Path | None:
+    for base in (root, root / folder / "raw", root / "raw"):
+        for candidate in (base / f"{stem}.gz", base / stem):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def _mnist_like(name: str, folder: str, mean: float, std: float, opt: MnistOptions) -> ImageData:
+    root = opt.root.expanduser()
+    stems = {"train_img": "train-images-idx3-ubyte", "train_lbl": "train-labels-idx1-ubyte",
+             "test_img": "t10k-images-idx3-ubyte", "test_lbl": "t10k-labels-idx1-ubyte"}
+    found = {k: _find_idx(root, folder, v) for k, v in stems.items()}
+    if found["test_img"] is None and opt.download:
+        import torchvision
+
+        cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+        found = {k: _find_idx(root, folder, v) for k, v in stems.items()}
+    if found["test_img"] is None or found["test_lbl"] is None:
+        raise DataRootError(
+            f"dataset.root: no {name} files (t10k-images-idx3-ubyte[.gz]) under {root} or {root / folder / 'raw'}; "
+            f"point dataset.root at the folder holding them, or set dataset.download: true to fetch them")
+
+    def pair(img: Path, lbl: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(_read_idx(img).copy()).float().unsqueeze(1) / 255.0
+        return _normalise(x, (mean,), (std,)), torch.from_numpy(_read_idx(lbl).astype(np.int64))
+
+    test_x, test_y = pair(found["test_img"], found["test_lbl"])
+    has_train = found["train_img"] is not None and found["train_lbl"] is not None
+    if opt.test_size is not None:
+        parts = [pair(found["train_img"], found["train_lbl"])] if has_train else []
+        xs = torch.cat([p[0] for p in parts] + [test_x])
+        ys = torch.cat([p[1] for p in parts] + [test_y])
+        train, test = _resplit(xs, ys, opt.test_size, opt.seed)
+    elif has_train:
+        train, test = TensorSource(*pair(found["train_img"], found["train_lbl"])), TensorSource(test_x, test_y)
+    else:
+        raise DataRootError(
+            f"dataset.root: only the {name} test files are under {root}; set dataset.test_size (e.g. 0.2 for an "
+            f"8,000/2,000 split of the 10k test set) or add the train-*-ubyte files")
+    h, w = test_x.shape[-2:]
+    return ImageData(name, train, test, 10, 1, (int(h), int(w)), [str(i) for i in range(10)])
+
+
+@register_dataset("mnist", MnistOptions, "MNIST from a local root of raw idx files (download only if asked)")
+def build_mnist(opt: MnistOptions) -> ImageData:
+    return _mnist_like("mnist", "MNIST", 0.1307, 0.3081, opt)
+
+
+@register_dataset("fashion_mnist", MnistOptions, "Fashion-MNIST from a local root of raw idx files")
+def build_fashion_mnist(opt: MnistOptions) -> ImageData:
+    return _mnist_like("fashion_mnist", "FashionMNIST", 0.2860, 0.3530, opt)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+class CifarOptions(DatasetOptions):
+    root: Path = Field(description="folder holding cifar-10-batches-py / cifar-100-python")
+    download: bool = Field(False, description="download into root when missing")
+
+
+def _cifar(name: str, opt: CifarOptions, mean: tuple, std: tuple) -> ImageData:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    root = opt.root.expanduser()
+    try:
+        splits = [cls(str(root), train=t, download=opt.download) for t in (True, False)]
+    except RuntimeError as err:
+        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        raise DataRootError(
+            f"dataset.root: {name} not found under {root} (expected {root / folder}); "
+            f"extract the python version of the archive there, or set dataset.download: true") from err
+
+    def source(ds) -> TensorSource:
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0
+        return TensorSource(_normalise(x, mean, std), torch.tensor(ds.targets))
+
+    train, test = (source(s) for s in splits)
+    return ImageData(name, train, test, len(splits[0].classes), 3, (32, 32), list(splits[0].classes))
+
+
+@register_dataset("cifar10", CifarOptions, "CIFAR-10 from a local root (download only if asked)")
+def build_cifar10(opt: CifarOptions) -> ImageData:
+    return _cifar("cifar10", opt, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@register_dataset("cifar100", CifarOptions, "CIFAR-100 from a local root (download only if asked)")
+def build_cifar100(opt: CifarOptions) -> ImageData:
+    return _cifar("cifar100", opt, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+# ----------------------------------------------------------------------------- ImageNet-style trees
+class ImageFolderOptions(DatasetOptions):
+    root: Path = Field(description="tree root/train/<class>/*.JPEG and root/val/<class>/*.JPEG")
+    classes: list[str] | None = Field(None, description="class folder names to keep (an ImageNet subset)")
+    max_per_class: int | None = Field(None, ge=1, description="cap on training images per class")
+    image_size: int = Field(224, ge=16)
+    num_workers: int = Field(4, ge=0, description="DataLoader decode processes")
+
+
+def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None) -> tuple[LazySource, list[str]]:
+    import torchvision
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize(int(opt.image_size * 256 / 224)), T.CenterCrop(opt.image_size), T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
+    keep = opt.classes or ds.classes
+    missing = sorted(set(keep) - set(ds.classes))
+    if missing:
+        raise ValueError(f"dataset.classes: {missing} are not folders of {path}; known e.g. {ds.classes[:5]}")
+    remap = {ds.class_to_idx[c]: i for i, c in enumerate(keep)}
+    samples, counts = [], dict.fromkeys(remap, 0)
+    for file, label in ds.samples:
+        if label in remap and (cap is None or counts[label] < cap):
+            counts[label] += 1
+            samples.append((file, remap[label]))
+    ds.samples = ds.imgs = samples
+    ds.targets = [s[1] for s in samples]
+    ds.classes, ds.class_to_idx = list(keep), {c: i for i, c in enumerate(keep)}
+    return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers), list(keep)
+
+
+@register_dataset("imagefolder", ImageFolderOptions, "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
+def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
+    root = opt.root.expanduser()
+    for part in ("train", "val"):
+        if not (root / part).is_dir():
+            raise DataRootError(
+                f"dataset.root: expected {root / part}/<class>/<image> folders; lay the ImageNet train and "
+                f"val images out by class (e.g. with the usual valprep script) under {root}")
+    train, classes = _image_folder_split(root / "train", opt, opt.max_per_class)
+    test, _ = _image_folder_split(root / "val", opt, None)
+    return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes)

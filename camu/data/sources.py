@@ -1,0 +1,99 @@
+"""Image sources: where the pixels of one split live and how batches of them are fetched.
+
+Two kinds exist. ``TensorSource`` holds the whole split as one normalised tensor, which can be
+moved to the GPU once (datasets that fit: digits, MNIST, CIFAR). ``LazySource`` wraps a torch
+``Dataset`` that decodes files on demand (ImageNet-style trees); batches come from a
+multi-process ``DataLoader``. Both expose the labels as a tensor so that scenarios can be
+built without touching pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass
+class TensorSource:
+    """A split held in memory: ``images`` (N, C, H, W) float, already normalised."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> TensorSource:
+        """A copy resident on ``device`` (one transfer; later batches are pure indexing)."""
+        return TensorSource(self.images.to(device), self.labels.to(device))
+
+    def fetch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Images at ``indices`` on ``device``."""
+        idx = indices.to(self.images.device)
+        return self.images.index_select(0, idx).to(device, non_blocking=True)
+
+    def batches(
+        self, index_batches: Sequence[torch.Tensor], device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images, labels) for each index batch, on ``device``."""
+        for idx in index_batches:
+            yield self.fetch(idx, device), self.labels.index_select(0, idx.to(self.labels.device)).to(device)
+
+
+class _IndexBatchSampler:
+    """Feeds precomputed index batches to a DataLoader as a batch sampler."""
+
+    def __init__(self, index_batches: Sequence[torch.Tensor]) -> None:
+        self.index_batches = [b.tolist() for b in index_batches]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.index_batches)
+
+    def __len__(self) -> int:
+        return len(self.index_batches)
+
+
+@dataclass
+class LazySource:
+    """A split decoded on demand from a torch ``Dataset`` returning (image, label)."""
+
+    dataset: Dataset
+    labels: torch.Tensor
+    num_workers: int = 4
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> LazySource:
+        """Lazy sources stay on the host; batches are moved as they are produced."""
+        return self
+
+    def fetch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Images at ``indices`` on ``device`` (decoded in this process)."""
+        images = [self.dataset[int(i)][0] for i in indices.tolist()]
+        return torch.stack(images).to(device)
+
+    def batches(
+        self, index_batches: Sequence[torch.Tensor], device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images, labels) per index batch, decoded by DataLoader workers."""
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=_IndexBatchSampler(index_batches),
+            num_workers=self.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        for images, labels in loader:
+            yield images.to(device, non_blocking=True), labels.long().to(device, non_blocking=True)
+
+
+Source = TensorSource | LazySource

@@ -1,0 +1,126 @@
+"""Device placement, mixed precision and data-parallel plumbing (pure torch.distributed).
+
+On CUDA every forward runs under bf16 autocast with channels_last tensors; on CPU both are off.
+``Shard`` describes this process's place in a data-parallel group: each global batch is split
+by rank so that W workers at global batch B see exactly the samples one worker would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> the local CUDA device when one exists, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            index = torch.cuda.current_device()
+            return torch.device("cuda", index)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, a no-op elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def place_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device``; channels_last on CUDA (faster convolutions under bf16)."""
+    if device.type == "cuda":
+        return model.to(device=device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def place_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Match ``place_model``'s memory format for image batches."""
+    if device.type == "cuda" and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's rank in a data-parallel group of ``world_size`` processes."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> Shard:
+        """The group set up by torch.distributed (Ray Train, torchrun), or a single process."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def take(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a global batch (strided, so parts differ by at most one sample)."""
+        return batch[self.rank:: self.world_size]
+
+
+def global_batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True,
+                   min_size: int = 1) -> list[torch.Tensor]:
+    """Positions 0..n-1 cut into global batches; a last batch smaller than ``min_size`` is dropped
+    (so every rank of a group gets at least one sample and all ranks take the same number of steps)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    batches = list(torch.split(order, batch_size))
+    if batches and len(batches[-1]) < min_size:
+        batches.pop()
+    return batches
+
+
+def sync_gradients(params: Iterator[nn.Parameter] | list[nn.Parameter], shard: Shard) -> None:
+    """Average gradients over the group with one flattened all-reduce (no-op for one process).
+
+    Parameters without a gradient (untouched by this step's loss) stay without one on every rank,
+    so optimizers skip them exactly as in single-process training.
+    """
+    if shard.world_size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= shard.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_module(model: nn.Module, shard: Shard) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    if shard.world_size == 1:
+        return
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG and return a CPU generator for data order."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily switch ``model`` to eval mode, restoring its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -1,0 +1,82 @@
+"""Supervised training of the original model and of the retrain oracle (same recipe, on D_r).
+
+Plain PyTorch: data parallelism comes from the caller having initialised torch.distributed
+(Ray Train does); the model is then wrapped in DistributedDataParallel and each rank takes its
+slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from camu.data.sources import Source
+from camu.losses import cross_entropy
+from camu.runtime import Shard, autocast, broadcast_module, global_batches, place_input, place_model
+
+TrainCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
+
+
+class TrainRecipe(BaseModel):
+    """How the original (and therefore the oracle) is trained. Defaults: the official recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(20, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=65536, description="global batch over all workers")
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+    seed: int = Field(0, description="seed of initialisation and data order")
+
+
+@dataclass
+class TrainStats:
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, recipe: TrainRecipe,
+                     device: torch.device, shard: Shard | None = None, on_epoch: TrainCallback | None = None,
+                     resume_state: dict[str, Any] | None = None) -> TrainStats:
+    """Train ``model`` in place with Adam on ``source[indices]``; returns per-epoch mean losses.
+
+    ``on_epoch(epoch, metrics, state)`` receives a resumable state (model, optimizer, epoch).
+    """
+    shard = shard or Shard.current()
+    model = place_model(model, device)
+    broadcast_module(model, shard)
+    net = DistributedDataParallel(model) if shard.world_size > 1 else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    start = 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        start = int(resume_state["epoch"]) + 1
+    stats = TrainStats()
+    t0 = time.perf_counter()
+    for epoch in range(start, recipe.epochs):
+        net.train()
+        g = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
+        batches = [shard.take(indices[b]) for b in global_batches(len(indices), recipe.batch_size, g,
+                                                                  min_size=shard.world_size)]
+        total = torch.zeros((), device=device)
+        for x, y in source.batches(batches, device):
+            with autocast(device):
+                logits, _ = net(place_input(x, device))
+            loss = cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        stats.losses.append(float(total) / max(len(batches), 1))
+        if on_epoch is not None:
+            on_epoch(epoch, {"train_loss": stats.losses[-1]},
+                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch})
+    stats.seconds = time.perf_counter() - t0
+    return stats
