@@ -23,7 +23,8 @@ from camu.registry import Registry
 from camu.runtime import Shard, place_model
 
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
-"""on_epoch(epoch, metrics, state): ``state`` is a torch-serialisable dict to resume from."""
+"""on_epoch(epoch, metrics, state): ``state`` is a torch-serialisable dict to resume from. Its tensors
+alias the live model and optimizers: serialise (or copy) them before returning."""
 
 
 class MethodParams(BaseModel):
@@ -87,8 +88,10 @@ def trainable_copy(original: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def frozen(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: the reference f0."""
+def frozen_copy(original: nn.Module, device: torch.device) -> nn.Module:
+    """The reference f0: a copy of the original on ``device``, eval mode, no gradients.
+    (A copy, so that the caller's model is never switched to eval or frozen.)"""
+    model = place_model(copy.deepcopy(original), device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

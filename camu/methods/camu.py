@@ -21,6 +21,7 @@ import time
 from typing import ClassVar, Literal
 
 import torch
+import torch.distributed as dist
 from pydantic import Field
 from torch import nn
 
@@ -40,11 +41,11 @@ from camu.methods.base import (
     Stopwatch,
     UnlearnContext,
     UnlearnResult,
-    frozen,
+    frozen_copy,
     trainable_copy,
 )
 from camu.models import has_batch_norm
-from camu.runtime import autocast, global_batches, place_input, place_model, sync_gradients
+from camu.runtime import Shard, autocast, global_batches, place_input, sync_gradients
 
 TARGET_BATCH = 512  # batch size of the one-off frozen-model passes
 
@@ -103,7 +104,7 @@ class Camu:
 
     def run(self, ctx: UnlearnContext, params: CamuParams) -> UnlearnResult:  # type: ignore[override]
         device, shard = ctx.device, ctx.shard
-        f0 = frozen(place_model(ctx.original, device))
+        f0 = frozen_copy(ctx.original, device)
         model = trainable_copy(ctx.original, device)
         opt_rep = torch.optim.Adam(model.parameters(), lr=params.lr_rep, weight_decay=params.weight_decay)
         opt_out = torch.optim.Adam(model.parameters(), lr=params.lr_out, weight_decay=params.weight_decay)
@@ -200,9 +201,19 @@ class Camu:
             opt_out.step()
             rep_losses.append(loss_rep.detach() / shard.world_size)
             out_losses.append(loss_out.detach())
-        # one host sync per epoch, not per step
-        return (torch.stack(rep_losses).tolist() if rep_losses else [],
-                torch.stack(out_losses).tolist() if out_losses else [])
+        return _global_losses(rep_losses, out_losses, shard)
+
+
+def _global_losses(rep: list[torch.Tensor], out: list[torch.Tensor], shard: Shard) -> tuple[list[float], list[float]]:
+    """Per-step losses of the whole global batch (KL sums add up over ranks, CE means average),
+    with one collective and one host sync per epoch, not per step."""
+    if not rep:
+        return [], []
+    losses = torch.stack([torch.stack(rep), torch.stack(out)])
+    if shard.world_size > 1:
+        dist.all_reduce(losses)
+        losses[1] /= shard.world_size
+    return losses[0].tolist(), losses[1].tolist()
 
 
 def _cycled_batches(n: int, batch_size: int, count: int, g: torch.Generator) -> list[torch.Tensor]:
