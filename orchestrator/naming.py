@@ -1,0 +1,23 @@
+"""Deterministic names and keys: content hashes of specs, run names, storage paths.
+Never timestamps or random values, so that a restarted stage finds its runs and checkpoints again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def content_hash(obj: Any, length: int = 12) -> str:
+    """Stable short hash of JSON-serialisable ``obj``."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def trial_run_name(scenario: str, seed: int, trial: str) -> str:
+    return f"{scenario}/seed{seed}/{trial}"
+
+
+def train_run_name(job: str, stage: str, key: str) -> str:
+    """Ray Train run name: (storage_path, name) is how Train V2 finds a run's checkpoints again."""
+    return f"{job}-{stage}-{key}"

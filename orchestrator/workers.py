@@ -1,0 +1,183 @@
+"""Code that runs inside Ray: Train worker loops (original/oracle training, CaMU trials) and the
+evaluation task. Only ``ray.train.*`` APIs here (Train V2); configs are plain dicts.
+
+Rank 0 alone logs to MLflow and writes model files; every rank calls ``ray.train.report`` the same
+number of times (it is a barrier).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from camu import build_model, evaluate, forget_indices, load_dataset, load_split, retain_indices, run_method
+from camu.data import ImageData
+from camu.evaluation import predict_logits
+from camu.methods import UnlearnContext
+from camu.metrics import accuracy
+from camu.runtime import Shard, resolve_device
+from camu.training import TrainRecipe, train_classifier
+from camu.weights import load_weights, save_weights
+from orchestrator.selection import OBJECTIVE, objective
+from orchestrator.tracking import Tracker
+
+QUICK_SAMPLE = 2000  # retained / test samples scored after every CaMU epoch
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _device(cfg: dict[str, Any]) -> torch.device:
+    if cfg.get("device") == "cpu":
+        return torch.device("cpu")
+    try:
+        return ray.train.torch.get_device()
+    except Exception:  # noqa: BLE001 - outside a Train worker (evaluation task)
+        return resolve_device("auto")
+
+
+def load_data(cfg: dict[str, Any], device: torch.device) -> ImageData:
+    """The job's dataset; in-memory splits are moved to the GPU once (GPU-resident data)."""
+    data = load_dataset(cfg["dataset"]["name"], cfg["dataset"]["options"])
+    return data.to(device) if device.type == "cuda" else data
+
+
+def new_model(cfg: dict[str, Any], data: ImageData, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(cfg["model"]["name"], cfg["model"]["options"], data.in_channels, data.num_classes,
+                       data.image_size)
+
+
+def _rank() -> int:
+    return ray.train.get_context().get_world_rank()
+
+
+def _checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
+    folder = tempfile.mkdtemp(prefix="camu-ckpt-")
+    torch.save(state, Path(folder) / "state.pt")
+    return ray.train.Checkpoint.from_directory(folder)
+
+
+def _resume_state() -> dict[str, Any] | None:
+    """The state of the last reported checkpoint (after a worker restart or a resumed job)."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as folder:
+        return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
+
+
+def _report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+    """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune)."""
+    ckpt = _checkpoint(state) if state is not None and _rank() == 0 else None
+    ray.train.report(metrics, checkpoint=ckpt)
+
+
+# ----------------------------------------------------------------------------- original / oracle
+def supervised_worker(cfg: dict[str, Any]) -> None:
+    """Train the original (all samples) or the oracle (D_r of a split) with the job's recipe."""
+    device = _device(cfg)
+    data = load_data(cfg, device)
+    recipe = TrainRecipe.model_validate(cfg["recipe"])
+    indices = torch.arange(len(data.train)) if cfg["split_path"] is None else retain_indices(load_split(cfg["split_path"]))
+    model = new_model(cfg, data, recipe.seed)
+    tracker = Tracker(cfg["tracking_uri"]) if _rank() == 0 else None
+
+    def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        if tracker is not None:
+            tracker.log_metrics(cfg["run_id"], metrics, step=epoch)
+        _report({"epoch": epoch, **metrics}, state)
+
+    stats = train_classifier(model, data.train, indices, recipe, device, Shard.current(), on_epoch, _resume_state())
+    if _rank() == 0:
+        out = Path(cfg["out_dir"])
+        save_weights(model, out / "weights.safetensors")
+        (out / "train.json").write_text(json.dumps({"train_seconds": stats.seconds, "losses": stats.losses}))
+        tracker.log_metrics(cfg["run_id"], {"train_seconds": stats.seconds})
+
+
+# ----------------------------------------------------------------------------- CaMU trial
+def _quick_metrics(model: torch.nn.Module, data: ImageData, forget: torch.Tensor, retain: torch.Tensor,
+                   device: torch.device) -> dict[str, float]:
+    """Cheap per-epoch accuracies: all of D_f, a fixed sample of D_r and of the test set."""
+    g = torch.Generator().manual_seed(0)
+    r = retain[torch.randperm(len(retain), generator=g)[:QUICK_SAMPLE]]
+    t = torch.randperm(len(data.test), generator=g)[:QUICK_SAMPLE]
+    y_train, y_test = data.train.labels.cpu(), data.test.labels.cpu()
+    return {"fa": accuracy(predict_logits(model, data.train, forget, device), y_train[forget]),
+            "ra": accuracy(predict_logits(model, data.train, r, device), y_train[r]),
+            "ta": accuracy(predict_logits(model, data.test, t, device), y_test[t])}
+
+
+def scaled_params(params: dict[str, Any], lr_scaling: str, world_size: int) -> dict[str, Any]:
+    """Learning rates for the data-parallel group; the global batch stays as configured."""
+    if lr_scaling == "linear" and world_size > 1:
+        return {**params, "lr_rep": params["lr_rep"] * world_size, "lr_out": params["lr_out"] * world_size}
+    return params
+
+
+def camu_worker(cfg: dict[str, Any]) -> None:
+    """One CaMU trial: unlearn, report per-epoch metrics, then (rank 0) evaluate against the oracle."""
+    device = _device(cfg)
+    data = load_data(cfg, device)
+    split = load_split(cfg["split_path"])
+    forget, retain = forget_indices(split), retain_indices(split)
+    original = load_weights(new_model(cfg, data, 0), cfg["original_weights"])
+    shard = Shard.current()
+    params = scaled_params(cfg["camu_params"], cfg["lr_scaling"], shard.world_size)
+    tracker = Tracker(cfg["tracking_uri"]) if shard.is_main else None
+    oracle, obj = cfg["oracle_metrics"], cfg["objective"]
+    if tracker is not None:
+        tracker.log_params(cfg["run_id"], {"data_parallel.world_size": shard.world_size,
+                                           "data_parallel.global_batch": params["batch_size"],
+                                           "data_parallel.per_worker_batch": params["batch_size"] // shard.world_size,
+                                           "data_parallel.lr_scaling": cfg["lr_scaling"],
+                                           "data_parallel.effective_lr_rep": params["lr_rep"],
+                                           "data_parallel.effective_lr_out": params["lr_out"]})
+
+    def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
+        quick = _quick_metrics(state_model(state), data, forget, retain, device) if shard.is_main else {}
+        report = {**metrics, **{f"epoch_{k}": v for k, v in quick.items()}}
+        if quick:
+            gap, report[OBJECTIVE] = objective(quick, oracle, obj["ra_max_drop"], 1e9, obj["penalty"], ("ra", "fa", "ta"))
+            tracker.log_metrics(cfg["run_id"], report, step=epoch)
+        _report({"epoch": epoch, **report}, state)
+
+    def state_model(state: dict[str, Any]) -> torch.nn.Module:
+        model = new_model(cfg, data, 0)
+        model.load_state_dict(state["model"])
+        return model
+
+    ctx = UnlearnContext(original, data, forget, retain, device, seed=cfg["seed"], shard=shard, on_epoch=on_epoch,
+                         resume_state=_resume_state())
+    result = run_method("camu", params, ctx)
+    final: dict[str, float] = {}
+    if shard.is_main:
+        evaluation = evaluate(result.model, data, split, device, seed=cfg["seed"])
+        final = dict(evaluation.metrics)
+        final["avg_gap"], final[OBJECTIVE] = objective(final, oracle, obj["ra_max_drop"], obj["ta_retained_max_drop"],
+                                                       obj["penalty"])
+        final["unlearn_seconds"] = result.seconds
+        final["rte"] = cfg["oracle_seconds"] / result.seconds if result.seconds > 0 else float("nan")
+        out = Path(cfg["out_dir"])
+        save_weights(result.model, out / "weights.safetensors")
+        (out / "final.json").write_text(json.dumps({"final": 1.0, **final}))
+        tracker.log_metrics(cfg["run_id"], final, step=params["epochs"])
+        tracker.log_artifact(cfg["run_id"], out / "weights.safetensors", "model")
+        tracker.log_parquet(cfg["run_id"], evaluation.samples, "eval/samples.parquet")
+    ray.train.report({"epoch": params["epochs"], "final": 1.0, **final})
+
+
+# ----------------------------------------------------------------------------- evaluation task
+def evaluate_weights(cfg: dict[str, Any], weights: str, split_path: str, seed: int) -> dict[str, Any]:
+    """Evaluate saved weights on a split (runs as a Ray task); returns metrics and the per-sample table."""
+    device = resolve_device("cpu" if cfg.get("device") == "cpu" else "auto")
+    data = load_data(cfg, device)
+    model = load_weights(new_model(cfg, data, 0), weights)
+    ev = evaluate(model, data, load_split(split_path), device, seed=seed)
+    return {"metrics": ev.metrics, "samples": ev.samples}

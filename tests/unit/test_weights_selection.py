@@ -1,0 +1,81 @@
+"""Safe weight loading, the sweep objective and the summary table."""
+
+import math
+
+import pytest
+import torch
+
+from camu.models import build_model
+from camu.weights import UnsafeWeightsError, load_weights, save_weights
+from orchestrator import results
+from orchestrator.cache import model_key
+from orchestrator.selection import objective
+
+
+def test_safetensors_round_trip(tmp_path):
+    a = build_model("mnist_cnn", {}, 1, 10, (8, 8))
+    b = build_model("mnist_cnn", {}, 1, 10, (8, 8))
+    load_weights(b, save_weights(a, tmp_path / "w.safetensors"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_state_dict_pt_is_read_weights_only(tmp_path):
+    a = build_model("mnist_cnn", {}, 1, 10, (8, 8))
+    torch.save(a.state_dict(), tmp_path / "w.pt")
+    load_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), tmp_path / "w.pt")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_pickled_code_and_tampered_files_are_refused(tmp_path, capsys):
+    torch.save({"weight": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeWeightsError, match="refused to load"):
+        load_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), tmp_path / "evil.pt")
+    assert "pickled code ran" not in capsys.readouterr().out
+    good = save_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), tmp_path / "w.safetensors")
+    raw = bytearray(good.read_bytes())
+    raw[10:40] = b"\xff" * 30
+    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(UnsafeWeightsError):
+        load_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), tmp_path / "bad.safetensors")
+    with pytest.raises(UnsafeWeightsError, match="do not fit"):
+        load_weights(build_model("mnist_cnn", {}, 1, 4, (8, 8)), good)
+
+
+def test_objective_floors_stop_collapsed_models_from_winning():
+    oracle = {"ra": 99.0, "fa": 0.0, "ta": 90.0, "ta_retained": 98.0, "mia_official": 40.0}
+    healthy = {"ra": 97.0, "fa": 5.0, "ta": 88.0, "ta_retained": 96.0, "mia_official": 42.0}
+    collapsed = {"ra": 20.0, "fa": 0.0, "ta": 20.0, "ta_retained": 20.0, "mia_official": 40.0}
+    gap, obj = objective(healthy, oracle, 10, 10, 100)
+    assert gap == pytest.approx((2 + 5 + 2 + 2) / 4) and obj == gap
+    cgap, cobj = objective(collapsed, oracle, 10, 10, 100)
+    assert cobj == pytest.approx(cgap + 100) and cobj > obj
+
+
+def test_best_trial_per_seed_and_table():
+    rows = [results.trial_row("s", "camu", seed, f"t{i}", {"final": 1, "objective": obj, "avg_gap": obj}, f"r{i}", {})
+            for i, (seed, obj) in enumerate([(0, 3.0), (0, 1.0), (1, 2.0), (1, 5.0)])]
+    rows.append(results.trial_row("s", "camu", 0, "t9", {}, None, {}, failed=True))
+    best = results.mark_best(rows, "s")
+    assert best["trial_id"] == "t1"
+    assert [r["trial_id"] for r in rows if r["is_best"]] == ["t1", "t2"]
+    table = results.to_table(rows)
+    assert table.column_names[:6] == ["scenario", "method", "trial_id", "seed", "is_best", "status"]
+    assert table.column("status").to_pylist()[-1] == "failed"
+    assert math.isnan(table.column("ra").to_pylist()[-1])
+    assert "t1" in results.render_text(table)
+
+
+def test_cache_key_depends_on_what_determines_the_weights():
+    ds = {"name": "digits", "options": {"test_size": 0.25}}
+    m = {"name": "mnist_cnn", "options": {}}
+    r = {"epochs": 20, "seed": 0}
+    k = model_key("oracle", ds, m, r, torch.arange(10))
+    assert k == model_key("oracle", ds, m, r, torch.arange(10))
+    assert k != model_key("oracle", ds, m, {**r, "seed": 1}, torch.arange(10))
+    assert k != model_key("oracle", ds, m, r, torch.arange(11))
+    assert k == model_key("oracle", {"name": "digits", "options": {"test_size": 0.25, "num_workers": 8}}, m, r,
+                          torch.arange(10))
