@@ -57,8 +57,13 @@ def list_registry(what: Annotated[Registry, typer.Argument(help="which registry 
         typer.echo(f"{name:<16} {description}")
 
 
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="override a job value, e.g. --set dataset.root=/data/mnist (repeatable)")]
+
+
 @app.command()
 def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
+             overrides: SetOption = None,
              no_data: Annotated[bool, typer.Option("--no-data", help="skip loading the data and building splits")] = False,
              ) -> None:
     """Check a job file without running it: schema, registry names and options, search space,
@@ -70,7 +75,7 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
     from orchestrator.validate import check_job
 
     try:
-        checked = check_job(job, check_data=not no_data, local=False)
+        checked = check_job(job, check_data=not no_data, local=False, overrides=overrides)
     except JobSpecError as err:
         _fail(str(err))
     spec = checked.spec
@@ -82,6 +87,7 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
 @app.command()
 def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
            address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
+           overrides: SetOption = None,
            ) -> None:
     """Run a job: original, oracle, CaMU sweep per scenario, all tracked in MLflow.
 
@@ -93,19 +99,19 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
     if address and address.startswith("http"):
         _fail("submission to a remote cluster through the Ray Jobs API (--address http://HEAD:8265) is not "
               "available yet; run on the cluster itself with `camu-orch run JOB` or submit without --address")
-    _run(job, address)
+    _run(job, address, overrides)
 
 
 @app.command()
-def run(job: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
+def run(job: Annotated[Path, typer.Argument(help="job YAML")], overrides: SetOption = None) -> None:
     """Run a job in this process against the current Ray cluster (the entrypoint of a Ray job).
 
     Example: camu-orch run jobs/quickstart.yaml
     """
-    _run(job, os.environ.get("RAY_ADDRESS"))
+    _run(job, os.environ.get("RAY_ADDRESS"), overrides)
 
 
-def _run(job: Path, address: Optional[str]) -> None:
+def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = None) -> None:
     import time
 
     from orchestrator.spec import JobSpecError
@@ -113,7 +119,7 @@ def _run(job: Path, address: Optional[str]) -> None:
     from orchestrator.validate import check_job
 
     try:
-        checked = check_job(job, check_data=True, local=address is None)
+        checked = check_job(job, check_data=True, local=address is None, overrides=overrides)
         from orchestrator.pipeline import run_job
 
         start = time.perf_counter()

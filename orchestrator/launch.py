@@ -17,8 +17,6 @@ from orchestrator.spec import ResourcesSpec
 # The variable is propagated from the driver to the Train controller.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
-WORKER_MAX_FAILURES = 2  # a crashed worker group restarts from its last checkpoint this many times
-
 
 def scaling_config(resources: ResourcesSpec) -> ray.train.ScalingConfig:
     """[1] Workers per run; num_workers 0 runs the loop in-process (Train local mode)."""
@@ -40,7 +38,7 @@ def make_trainer(loop: Callable[[dict[str, Any]], None], config: dict[str, Any],
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=WORKER_MAX_FAILURES),
+            failure_config=ray.train.FailureConfig(max_failures=resources.worker_max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
         ),

@@ -213,7 +213,7 @@ def _scenario(ctx: JobRun, index: int, original: Stage, rows: list[dict[str, Any
                   "worker": {**_worker_config(spec), "split_path": split_path, "original_weights": original.weights,
                              "seed": seed, "oracle_metrics": oracle_metrics, "oracle_seconds": oracle.train_seconds,
                              "objective": spec.sweep.objective.model_dump(), "lr_scaling": spec.resources.lr_scaling,
-                             "tracking_uri": ctx.uri}}
+                             "tracking_uri": ctx.uri, "fault": _fault_injection()}}
         stage(4, f"CaMU on {sc.name}, seed {seed}: official configuration, then {spec.sweep.num_samples} sweep trial(s)")
         official, official_run = run_trial(static, base_params, "official", "camu-official", in_tune=False)
         rows.append(results.trial_row(sc.name, "camu-official", seed, "official", official, official_run, base_params))
@@ -235,6 +235,15 @@ def _scenario(ctx: JobRun, index: int, original: Stage, rows: list[dict[str, Any
     tracker.end(child)
     ctx.runs.remove(child)
     return registered
+
+
+def _fault_injection() -> dict[str, Any] | None:
+    """Parse CAMU_ORCH_FAULT_INJECTION="trial=<substring>,times=<n>" (fault-tolerance tests only)."""
+    raw = os.environ.get("CAMU_ORCH_FAULT_INJECTION")
+    if not raw:
+        return None
+    parts = dict(item.split("=", 1) for item in raw.split(","))
+    return {"trial": parts["trial"], "times": int(parts.get("times", 1))}
 
 
 def _space_max(value: Any) -> list[int]:

@@ -125,6 +125,8 @@ class ResourcesSpec(Strict):
     num_workers: int = Field(1, ge=0, le=1024, description="Train workers per run (0 = in-process local mode)")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0, description="fractions only with num_workers: 1")
+    worker_max_failures: int = Field(2, ge=-1, description="restarts of a crashed worker group from its last "
+                                                             "checkpoint before the run fails (-1: unlimited)")
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="the global batch is fixed, so no scaling is needed; linear multiplies lrs by num_workers")
 
@@ -199,6 +201,35 @@ def parse_job(raw: Any, source: str = "<job>") -> JobSpec:
         return JobSpec.model_validate(raw)
     except ValidationError as err:
         raise JobSpecError(source, _format_pydantic(err)) from None
+
+
+def apply_overrides(raw: Any, overrides: list[str], source: str = "<job>") -> Any:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars/lists) to the raw job mapping."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise JobSpecError(source, ["(top level): the job file must be a YAML mapping"])
+    errors = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            errors.append(f"--set {item}: use KEY=VALUE, e.g. --set dataset.root=/data/mnist")
+            continue
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                errors.append(f"--set {item}: {part} is not a mapping")
+                break
+            node = nxt
+        else:
+            node[parts[-1]] = yaml.safe_load(value)
+    if errors:
+        raise JobSpecError(source, errors)
+    return raw
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
+# progress bars on stderr would garble `camu-orch results --format json` piped into other tools
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 T = TypeVar("T")
 PARENT_TAG = "mlflow.parentRunId"
 RETRIES = 6
@@ -88,8 +90,13 @@ class Tracker:
 
     # ------------------------------------------------------------------ experiments and runs
     def ping(self) -> None:
-        """Fail fast (clear error) when the store is unreachable."""
+        """Fail fast (clear error) when the store is unreachable: a server gets one short health
+        request (MLflow's own client would retry for minutes), a database one query."""
         try:
+            if self.uri.startswith(("http://", "https://")):
+                import requests
+
+                requests.get(self.uri.rstrip("/") + "/health", timeout=10).raise_for_status()
             self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001
             raise ConnectionError(f"tracking.uri: cannot reach MLflow at {redact(self.uri)}: {err}") from None

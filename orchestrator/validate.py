@@ -16,7 +16,7 @@ from camu import DATASETS, MODELS, SCENARIOS, CamuParams
 from camu.data import DataRootError, ImageData, load_dataset
 from camu.methods.camu import official_params
 from camu.scenarios import ScenarioError, make_split
-from orchestrator.spec import JobSpec, JobSpecError, ScenarioSpec, parse_job, read_yaml
+from orchestrator.spec import JobSpec, JobSpecError, ScenarioSpec, apply_overrides, parse_job, read_yaml
 
 
 @dataclass
@@ -139,9 +139,11 @@ def check_local_resources(spec: JobSpec) -> list[str]:
     return errors
 
 
-def check_job(path: str | Path, check_data: bool = True, local: bool = True) -> CheckedJob:
-    """Both validation passes (and the data when ``check_data``); raises ``JobSpecError`` listing all problems."""
-    raw = read_yaml(path)
+def check_job(path: str | Path, check_data: bool = True, local: bool = True,
+              overrides: list[str] | None = None) -> CheckedJob:
+    """Both validation passes (and the data when ``check_data``); raises ``JobSpecError`` listing all problems.
+    ``overrides`` are ``key.sub=value`` edits applied to the file's contents first."""
+    raw = apply_overrides(read_yaml(path), overrides or [], str(path))
     spec = parse_job(raw, str(path))
     job = CheckedJob(spec, str(path), raw)
     errors = _registry_errors(spec) + _camu_errors(spec) + _resource_errors(spec)

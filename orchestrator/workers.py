@@ -121,8 +121,23 @@ def scaled_params(params: dict[str, Any], lr_scaling: str, world_size: int) -> d
     return params
 
 
+def maybe_inject_fault(cfg: dict[str, Any]) -> None:
+    """Chaos hook for fault-tolerance tests: with CAMU_ORCH_FAULT_INJECTION="trial=<substring>,times=<n>" set
+    on the driver, a matching trial raises at its start, ``n`` times in all (counted in its output folder)."""
+    fault = cfg.get("fault")
+    if not fault or fault["trial"] not in cfg["out_dir"]:
+        return
+    counter = Path(cfg["out_dir"]) / "injected_faults"
+    counter.parent.mkdir(parents=True, exist_ok=True)
+    done = int(counter.read_text()) if counter.exists() else 0
+    if done < fault["times"]:
+        counter.write_text(str(done + 1))
+        raise RuntimeError(f"injected fault {done + 1}/{fault['times']} (CAMU_ORCH_FAULT_INJECTION)")
+
+
 def camu_worker(cfg: dict[str, Any]) -> None:
     """One CaMU trial: unlearn, report per-epoch metrics, then (rank 0) evaluate against the oracle."""
+    maybe_inject_fault(cfg)
     device = _device(cfg)
     data = load_data(cfg, device)
     split = load_split(cfg["split_path"])

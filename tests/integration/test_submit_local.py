@@ -1,0 +1,154 @@
+"""camu-orch submit on a real local Ray instance: 2-worker gloo DDP TorchTrainers, a 2-trial Tune
+sweep, a real sqlite MLflow store; the run tree, artifacts, registry and `results` are asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+pytestmark = pytest.mark.integration
+
+JOB = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "model": {"name": "mnist_cnn"},
+    "original": {"recipe": {"epochs": 6, "batch_size": 64}},
+    "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]}],
+    "seeds": [0],
+    "camu": {"preset": "official"},
+    "sweep": {"num_samples": 2, "max_concurrent_trials": 1, "max_failures": 1,
+              "space": {"w_rep_forget": {"loguniform": [0.2, 2.0]}, "lr_out": {"loguniform": [3e-4, 3e-3]}}},
+    "resources": {"num_workers": 2, "cpus_per_worker": 1, "worker_max_failures": 0},
+    "tracking": {"experiment": "tiny-exp"},
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="module")
+def submitted(ray_cluster, tmp_path_factory):
+    """Submit the tiny job twice from a fresh working directory (the second reuses the model cache);
+    the second sweep trial fails on purpose every time (injected), to prove the sweep survives it."""
+    work = tmp_path_factory.mktemp("work")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(JOB))
+    old = os.getcwd()
+    os.chdir(work)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        runner = CliRunner()
+        os.environ["CAMU_ORCH_FAULT_INJECTION"] = "trial=_00001,times=100"
+        first = runner.invoke(app, ["submit", "tiny.yaml"])
+        os.environ.pop("CAMU_ORCH_FAULT_INJECTION")
+        second = runner.invoke(app, ["submit", "tiny.yaml", "--set", "sweep.num_samples=1"])
+        table = runner.invoke(app, ["results", "tiny", "--format", "json"])
+        parquet = runner.invoke(app, ["results", "tiny", "--format", "parquet", "-o", str(work / "s.parquet")])
+    finally:
+        os.chdir(old)
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    return {"work": work, "first": first, "second": second, "table": table, "parquet": parquet, "client": client}
+
+
+def _runs(client, exp_id, query):
+    return client.search_runs([exp_id], query, max_results=1000)
+
+
+def test_submit_succeeds_and_prints_where_the_record_is(submitted):
+    first = submitted["first"]
+    assert first.exit_code == 0, first.output
+    assert "parent run id:" in first.output and "mlflow ui --backend-store-uri sqlite:///" in first.output
+    assert "trials: " in first.output and "failed" in first.output
+    assert submitted["second"].exit_code == 0, submitted["second"].output
+    assert "original: reused from cache" in submitted["second"].output
+    assert "oracle class3/seed0: reused from cache" in submitted["second"].output
+
+
+def test_mlflow_run_tree(submitted):
+    client = submitted["client"]
+    exp = client.get_experiment_by_name("tiny-exp")
+    jobs = _runs(client, exp.experiment_id, "tags.`camu.role` = 'job'")
+    assert len(jobs) == 2 and all(j.info.status == "FINISHED" for j in jobs)
+    parent = sorted(jobs, key=lambda r: r.info.start_time)[0]
+    assert parent.data.params["dataset.name"] == "digits"
+    assert parent.data.params["resources.num_workers"] == "2"
+    children = _runs(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert [c.data.tags["camu.scenario"] for c in children] == ["class3"]
+    child = children[0]
+    trials = _runs(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{child.info.run_id}'")
+    methods = sorted(t.data.tags["camu.method"] for t in trials)
+    assert methods == ["camu", "camu", "camu-official"]  # no duplicate run for the retried trial
+    statuses = sorted(t.info.status for t in trials)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    for t in trials:
+        assert t.info.run_name.startswith("class3/seed0/")
+        assert t.data.tags["camu.seed"] == "0" and t.data.tags["camu.scenario"] == "class3"
+        assert "camu.w_rep_forget" in t.data.params
+    ok = [t for t in trials if t.info.status == "FINISHED"]
+    for t in ok:
+        assert {"ra", "fa", "ta", "mia_official", "mia_auc", "avg_gap", "unlearn_seconds", "rte"} <= set(t.data.metrics)
+        history = client.get_metric_history(t.info.run_id, "loss_rep")
+        assert len(history) == 2 and [m.step for m in history] == [0, 1]  # one point per epoch
+        assert t.data.params["data_parallel.world_size"] == "2"
+        assert t.data.params["data_parallel.per_worker_batch"] == "16"
+        arts = {a.path for a in client.list_artifacts(t.info.run_id, "model")} | \
+               {a.path for a in client.list_artifacts(t.info.run_id, "eval")}
+        assert {"model/weights.safetensors", "eval/samples.parquet"} <= arts
+    for role in ("original", "oracle"):
+        runs = _runs(client, exp.experiment_id, f"tags.`camu.role` = '{role}'")
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # trained once, reused by the second job
+        assert "train_seconds" in runs[0].data.metrics
+    assert parent.data.tags["camu.original_run_id"] == _runs(client, exp.experiment_id, "tags.`camu.role` = 'original'")[0].info.run_id
+    parent_arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "job.yaml" in parent_arts
+    assert {a.path for a in client.list_artifacts(child.info.run_id, "splits")} == {"splits/class3-seed0.parquet"}
+    local = client.download_artifacts(child.info.run_id, "eval/summary.parquet", str(submitted["work"]))
+    assert pq.read_table(local).num_rows == 5
+
+
+def test_registered_best_model(submitted):
+    client = submitted["client"]
+    mv = client.get_model_version_by_alias("camu-tiny-class3", "candidate")
+    assert mv.tags["camu.scenario"] == "class3"
+    best_run = client.get_run(mv.run_id)
+    assert best_run.data.tags["camu.is_best"] == "true"
+    import mlflow.pytorch
+    import torch
+
+    mlflow_model = mlflow.pytorch.load_model(f"models:/camu-tiny-class3@candidate")
+    logits = mlflow_model(torch.zeros(2, 1, 8, 8))
+    assert tuple(logits.shape) == (2, 10)
+
+
+def test_results_table(submitted):
+    assert submitted["table"].exit_code == 0, submitted["table"].output
+    rows = json.loads(submitted["table"].stdout)
+    # newest job: one sweep trial
+    assert sorted(r["method"] for r in rows) == ["camu", "camu-official", "oracle", "original"]
+    expected = {"scenario", "method", "trial_id", "seed", "is_best", "ra", "fa", "ta", "ta_retained", "ta_forgotten",
+                "mia_official", "mia_auc", "avg_gap", "unlearn_seconds", "rte"}
+    assert expected <= set(rows[0])
+    by = {r["method"]: r for r in rows}
+    assert by["oracle"]["fa"] == 0 and by["oracle"]["avg_gap"] == 0
+    assert by["original"]["fa"] > 90
+    assert by["camu"]["is_best"] is True
+    assert 0 <= by["camu"]["mia_auc"] <= 1 and 0 <= by["camu"]["ra"] <= 100
+    assert by["camu-official"]["fa"] < 20  # the official configuration forgets the class
+    assert submitted["parquet"].exit_code == 0
+    assert pq.read_table(submitted["work"] / "s.parquet").num_rows == 4
+
+
+def test_first_job_recorded_the_failed_trial(submitted):
+    client = submitted["client"]
+    exp = client.get_experiment_by_name("tiny-exp")
+    parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
+    local = client.download_artifacts(parent.info.run_id, "eval/summary.parquet", str(submitted["work"]))
+    rows = pq.read_table(local).to_pylist()
+    camu = [r for r in rows if r["method"] == "camu"]
+    assert sorted(r["status"] for r in camu) == ["failed", "finished"]
+    assert [r["is_best"] for r in camu if r["status"] == "finished"] == [True]
