@@ -45,18 +45,28 @@ def _options_errors(prefix: str, model: type[BaseModel], options: dict[str, Any]
     return []
 
 
-def _registry_errors(spec: JobSpec) -> list[str]:
+def _registry_errors(raw: dict[str, Any]) -> list[str]:
+    """Registry names and per-entry options, read from the raw mapping so that this pass also runs (and
+    its errors are listed too) when the schema pass failed elsewhere."""
     errors: list[str] = []
-    for label, registry, entry_spec in (("dataset", DATASETS, spec.dataset), ("model", MODELS, spec.model)):
-        if entry_spec.name not in registry:
-            errors.append(f"{label}.name: unknown {label} {entry_spec.name!r}; choose one of {', '.join(registry.names())}")
+    for label, registry in (("dataset", DATASETS), ("model", MODELS)):
+        block = raw.get(label)
+        if not isinstance(block, dict) or not isinstance(block.get("name"), str):
+            continue
+        options = {k: v for k, v in block.items() if k != "name"}
+        if block["name"] not in registry:
+            errors.append(f"{label}.name: unknown {label} {block['name']!r}; choose one of {', '.join(registry.names())}")
         else:
-            errors += _options_errors(label, registry.get(entry_spec.name).options, entry_spec.options)
-    for i, sc in enumerate(spec.scenarios):
-        if sc.kind not in SCENARIOS:
-            errors.append(f"scenarios.{i}.kind: unknown kind {sc.kind!r}; choose one of {', '.join(SCENARIOS.names())}")
+            errors += _options_errors(label, registry.get(block["name"]).options, options)
+    scenarios = raw.get("scenarios") if isinstance(raw.get("scenarios"), list) else []
+    for i, sc in enumerate(scenarios):
+        if not isinstance(sc, dict) or not isinstance(sc.get("kind"), str):
+            continue
+        options = {k: v for k, v in sc.items() if k not in ("name", "kind")}
+        if sc["kind"] not in SCENARIOS:
+            errors.append(f"scenarios.{i}.kind: unknown kind {sc['kind']!r}; choose one of {', '.join(SCENARIOS.names())}")
         else:
-            errors += _options_errors(f"scenarios.{i}", SCENARIOS.get(sc.kind).options, {"kind": sc.kind, **sc.options})
+            errors += _options_errors(f"scenarios.{i}", SCENARIOS.get(sc["kind"]).options, {"kind": sc["kind"], **options})
     return errors
 
 
@@ -144,9 +154,12 @@ def check_job(path: str | Path, check_data: bool = True, local: bool = True,
     """Both validation passes (and the data when ``check_data``); raises ``JobSpecError`` listing all problems.
     ``overrides`` are ``key.sub=value`` edits applied to the file's contents first."""
     raw = apply_overrides(read_yaml(path), overrides or [], str(path))
-    spec = parse_job(raw, str(path))
+    try:
+        spec = parse_job(raw, str(path))
+    except JobSpecError as err:
+        raise JobSpecError(str(path), err.errors + (_registry_errors(raw) if isinstance(raw, dict) else [])) from None
     job = CheckedJob(spec, str(path), raw)
-    errors = _registry_errors(spec) + _camu_errors(spec) + _resource_errors(spec)
+    errors = _registry_errors(raw) + _camu_errors(spec) + _resource_errors(spec)
     if local:
         errors += check_local_resources(spec)
     if not errors and check_data:
