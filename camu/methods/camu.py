@@ -171,15 +171,19 @@ class Camu:
         g = ctx.epoch_generator(3, epoch)
         tuple_batches = global_batches(len(pairing.forget), params.batch_size, g, min_size=shard.world_size)
         keep_batches = _cycled_batches(len(pairing.pool), params.batch_size, len(tuple_batches), g)
-        local_t = [shard.take(b) for b in tuple_batches]
-        local_k = [shard.take(b) for b in keep_batches]
-        forget_stream = source.batches([pairing.forget[b] for b in local_t], device)
-        keep_stream = source.batches([pairing.pool[b] for b in local_k], device)
+        # Every index the epoch needs goes to the data's device in one copy, so that steps never wait on
+        # small host-to-device transfers: positions into the targets and sample indices into the source.
+        local_t = _to_device_batches([shard.take(b) for b in tuple_batches], device)
+        local_k = _to_device_batches([shard.take(b) for b in keep_batches], device)
+        index_device = source.images.device if hasattr(source, "images") else torch.device("cpu")
+        forget_idx = pairing.forget.to(index_device)
+        pool_idx = pairing.pool.to(index_device)
+        forget_stream = source.batches([forget_idx[b.to(index_device)] for b in local_t], device)
+        keep_stream = source.batches([pool_idx[b.to(index_device)] for b in local_k], device)
         labels_dev = targets.cf_label
         rep_losses, out_losses = [], []
-        for t_pos, k_pos, (x_f, _), (x_s, y_s) in zip(local_t, local_k, forget_stream, keep_stream):
+        for t_dev, k_dev, (x_f, _), (x_s, y_s) in zip(local_t, local_k, forget_stream, keep_stream):
             x_f, x_s = place_input(x_f, device), place_input(x_s, device)
-            t_dev, k_dev = t_pos.to(device), k_pos.to(device)
 
             # [1] representation level: KL to the frozen targets, optimizer 1.
             (_, emb_s), (_, emb_f) = _forward_pair(model, x_s, x_f, device, together)
@@ -214,6 +218,14 @@ def _global_losses(rep: list[torch.Tensor], out: list[torch.Tensor], shard: Shar
         dist.all_reduce(losses)
         losses[1] /= shard.world_size
     return losses[0].tolist(), losses[1].tolist()
+
+
+def _to_device_batches(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Move a list of index batches to ``device`` with a single transfer."""
+    if not batches:
+        return []
+    flat = torch.cat(batches).to(device)
+    return list(torch.split(flat, [len(b) for b in batches]))
 
 
 def _cycled_batches(n: int, batch_size: int, count: int, g: torch.Generator) -> list[torch.Tensor]:
