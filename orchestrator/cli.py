@@ -86,20 +86,117 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
 
 @app.command()
 def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
-           address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")] = None,
+           address: Annotated[Optional[str], typer.Option(help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS; none: run here)")] = None,
            overrides: SetOption = None,
+           wait: Annotated[bool, typer.Option("--wait", help="with --address: follow the logs until the job ends")] = False,
            ) -> None:
     """Run a job: original, oracle, CaMU sweep per scenario, all tracked in MLflow.
 
     Without an address (and no RAY_ADDRESS) it runs on this machine, starting a local Ray instance.
+    With one, it is submitted through the Ray Jobs API and this command prints its submission id.
 
     Example: camu-orch submit jobs/quickstart.yaml
     """
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address.startswith("http"):
-        _fail("submission to a remote cluster through the Ray Jobs API (--address http://HEAD:8265) is not "
-              "available yet; run on the cluster itself with `camu-orch run JOB` or submit without --address")
-    _run(job, address, overrides)
+    from orchestrator.remote import resolve_address
+    from orchestrator.spec import JobSpecError
+
+    try:
+        address = resolve_address(address)
+    except JobSpecError as err:
+        _fail(str(err))
+    if address is None:
+        _run(job, None, overrides)
+        return
+    _submit_remote(job, address, overrides or [], wait)
+
+
+def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool) -> None:
+    from orchestrator import remote
+    from orchestrator.spec import JobSpecError
+    from orchestrator.validate import check_job
+
+    try:
+        checked = check_job(job, check_data=False, local=False, overrides=overrides)
+        submission = remote.build_submission(checked.spec, job, overrides)
+        submission_id = remote.client(address).submit_job(**submission)
+    except JobSpecError as err:
+        _fail(str(err))
+    except (ConnectionError, RuntimeError) as err:
+        _fail(f"--address: could not submit to {address}: {err}")
+    console.print(f"submitted {submission_id} to {address}", markup=False)
+    console.print(f"follow it: camu-orch logs {submission_id} --follow --address {address}", markup=False)
+    if wait:
+        raise typer.Exit(_follow(address, submission_id))
+
+
+def _follow(address: str, submission_id: str) -> int:
+    """Stream a job's logs until it ends; the exit code says how it ended."""
+    import asyncio
+
+    from orchestrator import remote
+
+    client = remote.client(address)
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(submission_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    asyncio.run(tail())
+    status = str(client.get_job_status(submission_id).value)
+    console.print(f"{submission_id}: {status}", markup=False)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+AddressOption = Annotated[Optional[str], typer.Option(help="Ray dashboard URL (default: RAY_ADDRESS)")]
+
+
+def _cluster(address: Optional[str]):  # noqa: ANN202
+    from orchestrator import remote
+    from orchestrator.spec import JobSpecError
+
+    try:
+        resolved = remote.resolve_address(address)
+    except JobSpecError as err:
+        _fail(str(err))
+    if not resolved:
+        _fail("no cluster: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    return resolved, remote.client(resolved)
+
+
+@app.command()
+def status(submission_id: str, address: AddressOption = None) -> None:
+    """Status of a submitted job. Example: camu-orch status camu-quickstart-1a2b3c4d"""
+    _, client = _cluster(address)
+    info = client.get_job_info(submission_id)
+    typer.echo(f"{submission_id}: {info.status.value}" + (f" ({info.message})" if info.message else ""))
+
+
+@app.command()
+def logs(submission_id: str, address: AddressOption = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="stream until the job ends")] = False) -> None:
+    """Logs of a submitted job. Example: camu-orch logs camu-quickstart-1a2b3c4d --follow"""
+    resolved, client = _cluster(address)
+    if follow:
+        raise typer.Exit(_follow(resolved, submission_id))
+    sys.stdout.write(client.get_job_logs(submission_id))
+
+
+@app.command()
+def stop(submission_id: str, address: AddressOption = None) -> None:
+    """Stop a submitted job (its open MLflow runs are marked KILLED). Example: camu-orch stop camu-quickstart-1a2b3c4d"""
+    _, client = _cluster(address)
+    stopped = client.stop_job(submission_id)
+    typer.echo(f"{submission_id}: {'stop requested' if stopped else 'already finished'}")
+
+
+@app.command("list")
+def list_jobs(address: AddressOption = None) -> None:
+    """Jobs submitted to the cluster by camu-orch. Example: camu-orch list"""
+    _, client = _cluster(address)
+    for job in sorted(client.list_jobs(), key=lambda j: j.start_time or 0):
+        if (job.metadata or {}).get("camu.job") or (job.submission_id or "").startswith("camu-"):
+            typer.echo(f"{job.submission_id:<40} {job.status.value:<10} {(job.metadata or {}).get('camu.job', '')}")
 
 
 @app.command()

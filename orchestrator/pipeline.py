@@ -84,6 +84,20 @@ def check_cluster_resources(spec: JobSpec) -> None:
         raise JobSpecError("resources", errors)
 
 
+def check_storage(spec: JobSpec) -> None:
+    """On a multi-node cluster, checkpoints and cached models must live where every node can read them."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2 or spec.storage.shared:
+        return
+    errors = []
+    for name, value in (("storage.path", spec.storage.path), ("storage.cache_dir", spec.storage.cache_dir)):
+        if not value or "://" not in value:
+            errors.append(f"{name}: {value or 'the default (a folder on the driver node)'} is node-local but the cluster "
+                          f"has {len(nodes)} nodes; use shared storage (s3://..., an NFS path with storage.shared: true)")
+    if errors:
+        raise JobSpecError("storage", errors)
+
+
 # ----------------------------------------------------------------------------- stages
 def _worker_config(spec: JobSpec) -> dict[str, Any]:
     return {"dataset": {"name": spec.dataset.name, "options": _jsonable(spec.dataset.options)},
@@ -287,6 +301,7 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
     workdir = Path(workdir or os.getcwd()).resolve()
     ensure_ray(spec, address)
     check_cluster_resources(spec)
+    check_storage(spec)
     uri = spec.tracking.uri or default_tracking_uri(workdir)
     tracker = Tracker(uri)
     tracker.ping()

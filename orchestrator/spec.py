@@ -153,6 +153,8 @@ class TrackingSpec(Strict):
 class StorageSpec(Strict):
     path: str | None = Field(None, description="Tune/Train storage (shared FS or s3://... on multi-node); default ./camu_runs")
     cache_dir: str | None = Field(None, description="content-addressed cache of original/oracle models; default ./.camu-cache")
+    shared: bool = Field(False, description="true when path and cache_dir are on a filesystem every node mounts (NFS); "
+                                            "required for local paths on a multi-node cluster")
 
 
 class JobSpec(Strict):

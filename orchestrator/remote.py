@@ -1,0 +1,122 @@
+"""Submitting jobs to a running Ray cluster through the Ray Jobs API (plain HTTP, not Ray Client).
+
+The project directory travels as the runtime_env ``working_dir`` (data, stores, checkpoints and
+caches excluded); the entrypoint is ``camu-orch run JOB`` on the cluster. Tracking settings travel
+as environment variables; a tracking store that only exists on this machine is refused first.
+Ray's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) goes into the request
+headers only: never into job files, runtime_env, logs or MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import uuid
+from pathlib import Path
+from typing import Any
+
+from orchestrator.spec import JobSpec, JobSpecError
+
+# Never uploaded with the code: data, local stores, run outputs, environments, VCS metadata.
+EXCLUDES = [".git", ".venv", "venv", "data", "mlflow.db", "*.db", "mlruns", "mlartifacts", "camu_runs",
+            ".camu-cache", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "*.safetensors", "*.pt", "*.pth",
+            ".whl", ".gl", "*.egg-info"]
+# Credentials MLflow clients read; forwarded to the job when set here, never printed or logged.
+MLFLOW_SECRET_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+PASSTHROUGH_VARS = ("MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+                    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+
+
+def resolve_address(address: str | None) -> str | None:
+    """--address, else RAY_ADDRESS; must be the dashboard's http(s) URL for the Jobs API."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and not address.startswith(("http://", "https://")):
+        raise JobSpecError("--address", [f"--address: {address!r} is not a Jobs API address; use the dashboard URL, "
+                                         f"e.g. http://HEAD:8265 (ray:// Ray Client addresses are not supported)"])
+    return address
+
+
+def auth_headers() -> dict[str, str]:
+    """Bearer token for a cluster with Ray token authentication, when one is configured here."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not token:
+        candidate = Path(path).expanduser() if path else Path.home() / ".ray" / "auth_token"
+        if candidate.is_file():
+            token = candidate.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def remote_tracking_uri(spec: JobSpec) -> str:
+    """The tracking URI the cluster will use; refuses stores that exist only on this machine."""
+    uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise JobSpecError("tracking.uri", [
+            "tracking.uri: no tracking server is set, and the default ./mlflow.db would exist only on this machine; "
+            "export MLFLOW_TRACKING_URI=http://MLFLOW-HOST:5000 (a server the cluster can reach) and submit again"])
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        raise JobSpecError("tracking.uri", [
+            f"tracking.uri: {uri} is a store on this machine that the cluster cannot reach (and sqlite is not safe for "
+            f"many writers); use an MLflow server, e.g. http://MLFLOW-HOST:5000"])
+    return uri
+
+
+def job_env(spec: JobSpec) -> dict[str, str]:
+    """Environment variables for the job: tracking URI and credentials, selected Ray Train settings."""
+    env = {"MLFLOW_TRACKING_URI": remote_tracking_uri(spec)}
+    for name in MLFLOW_SECRET_VARS + PASSTHROUGH_VARS:
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return env
+
+
+def project_root(start: Path) -> Path:
+    """The folder holding pyproject.toml above ``start`` (what travels as working_dir)."""
+    for folder in [start, *start.parents]:
+        if (folder / "pyproject.toml").is_file() and (folder / "orchestrator").is_dir():
+            return folder
+    raise JobSpecError("working_dir", [f"no camu-orch project (pyproject.toml + orchestrator/) above {start}; "
+                                       f"submit from a checkout of the project"])
+
+
+def build_submission(spec: JobSpec, job_path: Path, overrides: list[str]) -> dict[str, Any]:
+    """Arguments of ``JobSubmissionClient.submit_job`` for this job."""
+    root = project_root(Path.cwd().resolve())
+    job_path = job_path.resolve()
+    try:
+        relative = job_path.relative_to(root)
+    except ValueError:
+        raise JobSpecError(str(job_path), [f"(file): {job_path} is outside the project {root} that travels to the "
+                                           f"cluster; copy it under {root / 'jobs'}"]) from None
+    args = ["camu-orch", "run", str(relative)] + [a for o in overrides for a in ("--set", o)]
+    extra = _cluster_runtime_env(root)
+    return {
+        "entrypoint": shlex.join(args),
+        "submission_id": f"camu-{spec.name}-{uuid.uuid4().hex[:8]}",
+        "runtime_env": {"working_dir": str(root), "excludes": EXCLUDES + list(extra.get("excludes", [])),
+                        "env_vars": {**extra.get("env_vars", {}), **job_env(spec)}},
+        "metadata": {"camu.job": spec.name},
+    }
+
+
+def _cluster_runtime_env(root: Path) -> dict[str, Any]:
+    """cluster/runtime_env.yaml: extra excludes and non-secret env vars for every submission."""
+    import yaml
+
+    path = root / "cluster" / "runtime_env.yaml"
+    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    data = data or {}
+    unknown = set(data) - {"excludes", "env_vars"}
+    if unknown:
+        raise JobSpecError(str(path), [f"{k}: only excludes and env_vars are merged into submissions" for k in sorted(unknown)])
+    secretish = [k for k in data.get("env_vars", {}) if any(w in k.upper() for w in ("PASSWORD", "TOKEN", "SECRET"))]
+    if secretish:
+        raise JobSpecError(str(path), [f"env_vars.{k}: secrets do not belong in a committed file; export it in the "
+                                       f"submitting shell or set it on the cluster" for k in secretish])
+    return {"excludes": data.get("excludes", []), "env_vars": {k: str(v) for k, v in data.get("env_vars", {}).items()}}
+
+
+def client(address: str):  # noqa: ANN201 - ray.job_submission.JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address, headers=auth_headers())

@@ -1,0 +1,77 @@
+"""Remote submission: what travels, what is refused before anything is sent, and where the token goes."""
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import remote
+from orchestrator.spec import JobSpecError
+from orchestrator.validate import check_job
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = ROOT / "jobs" / "quickstart.yaml"
+
+
+@pytest.fixture()
+def spec():
+    return check_job(JOB, check_data=False, local=False).spec
+
+
+def test_address_must_be_the_jobs_api(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert remote.resolve_address(None) is None
+    assert remote.resolve_address("http://head:8265") == "http://head:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "https://head:8265")
+    assert remote.resolve_address(None) == "https://head:8265"
+    with pytest.raises(JobSpecError, match="not a Jobs API address"):
+        remote.resolve_address("ray://head:10001")
+
+
+def test_local_tracking_store_is_refused(spec, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(JobSpecError, match="export MLFLOW_TRACKING_URI"):
+        remote.remote_tracking_uri(spec)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    with pytest.raises(JobSpecError, match="cluster cannot reach"):
+        remote.remote_tracking_uri(spec)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert remote.remote_tracking_uri(spec) == "http://mlflow:5000"
+
+
+def test_submission_carries_code_settings_and_credentials_but_not_data(spec, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cr3t-value")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token-value")
+    sub = remote.build_submission(spec, JOB, ["sweep.num_samples=2"])
+    assert sub["entrypoint"] == "camu-orch run jobs/quickstart.yaml --set sweep.num_samples=2"
+    assert sub["submission_id"].startswith("camu-quickstart-")
+    env = sub["runtime_env"]["env_vars"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "s3cr3t-value"
+    assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "180"  # from cluster/runtime_env.yaml
+    assert "ray-token-value" not in str(sub)  # the Ray token only ever goes into request headers
+    excludes = sub["runtime_env"]["excludes"]
+    assert {"data", "*.db", "mlartifacts", "camu_runs", ".camu-cache", ".venv"} <= set(excludes)
+    assert sub["runtime_env"]["working_dir"] == str(ROOT)
+
+
+def test_job_outside_the_project_is_refused(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    outside = tmp_path / "job.yaml"
+    outside.write_text(JOB.read_text())
+    with pytest.raises(JobSpecError, match="outside the project"):
+        remote.build_submission(spec, outside, [])
+
+
+def test_token_from_env_or_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert remote.auth_headers() == {}
+    (tmp_path / "tok").write_text("abc123\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "tok"))
+    assert remote.auth_headers() == {"Authorization": "Bearer abc123"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "fromenv")
+    assert remote.auth_headers() == {"Authorization": "Bearer fromenv"}
