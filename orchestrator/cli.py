@@ -118,7 +118,7 @@ def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool) ->
     try:
         checked = check_job(job, check_data=False, local=False, overrides=overrides)
         submission = remote.build_submission(checked.spec, job, overrides)
-        submission_id = remote.client(address).submit_job(**submission)
+        submission_id = remote.submit_with_retry(remote.client(address), submission)
     except JobSpecError as err:
         _fail(str(err))
     except (ConnectionError, RuntimeError) as err:

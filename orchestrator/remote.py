@@ -116,6 +116,20 @@ def _cluster_runtime_env(root: Path) -> dict[str, Any]:
     return {"excludes": data.get("excludes", []), "env_vars": {k: str(v) for k, v in data.get("env_vars", {}).items()}}
 
 
+def submit_with_retry(client: Any, submission: dict[str, Any], attempts: int = 12) -> str:
+    """Submit; a freshly started head answers "no available agent" for a few seconds, so retry that."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return client.submit_job(**submission)
+        except RuntimeError as err:
+            if "try again later" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(min(2 ** attempt, 10))
+    raise AssertionError("unreachable")
+
+
 def client(address: str):  # noqa: ANN201 - ray.job_submission.JobSubmissionClient
     from ray.job_submission import JobSubmissionClient
 

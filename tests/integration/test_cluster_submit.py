@@ -1,0 +1,141 @@
+"""A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`, token
+authentication on), a real MLflow tracking server, and `camu-orch submit --address --wait` through
+the Ray Jobs API; the job's MLflow record is then read back from the server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    temp_dir = f"/tmp/camu-ray-{uuid.uuid4().hex[:6]}"  # short: Ray's unix sockets live under it
+    token = secrets.token_hex(16)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash, mlflow_port = _port(), _port(), _port()
+    ray = str(BIN / "ray")
+    try:
+        yield from _started(ray, env, gcs, dash, mlflow_port, temp_dir, tmp, token)
+    finally:
+        subprocess.run(["pkill", "-f", temp_dir], check=False)
+        time.sleep(2)
+        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(f"{temp_dir}-n2", ignore_errors=True)
+
+
+def _node_ports() -> list[str]:
+    """Two nodes on one machine must not share the per-node agent ports (nor collide with other Rays)."""
+    return [f"--dashboard-agent-listen-port={_port()}", f"--dashboard-agent-grpc-port={_port()}",
+            f"--metrics-export-port={_port()}", f"--runtime-env-agent-port={_port()}",
+            f"--node-manager-port={_port()}", f"--object-manager-port={_port()}"]
+
+
+def _started(ray, env, gcs, dash, mlflow_port, temp_dir, tmp, token):
+    subprocess.run([ray, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                    "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--include-dashboard=true",
+                    f"--ray-client-server-port={_port()}", *_node_ports()],
+                   env=env, check=True, capture_output=True, timeout=120)
+    # its own temp dir: on one machine, nodes sharing one would also share (and garbage-collect)
+    # each other's unpacked working_dir
+    subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2", "--num-gpus=0",
+                    f"--temp-dir={temp_dir}-n2", '--resources={"second_node": 1}', *_node_ports()], env=env, check=True, capture_output=True,
+                   timeout=120)
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}", "--artifacts-destination", str(tmp / "artifacts"),
+         "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{dash}/api/version")
+        _wait_http(f"http://127.0.0.1:{mlflow_port}/health")
+        yield {"address": f"http://127.0.0.1:{dash}", "mlflow": f"http://127.0.0.1:{mlflow_port}", "env": env,
+               "tmp": tmp, "token": token}
+    finally:
+        server.terminate()
+
+
+def _cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "camu-orch"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_submit_through_jobs_api_to_two_node_cluster(cluster):
+    env = {**cluster["env"], "MLFLOW_TRACKING_URI": cluster["mlflow"]}
+    tmp = cluster["tmp"]
+    overrides = ["tracking.experiment=cluster-e2e", "scenarios=[{name: class3, kind: classes, classes: [3]}]",
+                 "original.recipe.epochs=3", "sweep.num_samples=1", f"storage.path={tmp / 'storage'}",
+                 f"storage.cache_dir={tmp / 'cache'}", "storage.shared=true"]
+    sets = [a for o in overrides for a in ("--set", o)]
+
+    refused = _cli(["submit", "jobs/quickstart.yaml", "--address", cluster["address"], *sets],
+                   {**env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"})
+    assert refused.returncode == 2 and "cluster cannot reach" in refused.stderr + refused.stdout
+
+    no_token = _cli(["list", "--address", cluster["address"]], {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+                    | {"HOME": str(tmp), "RAY_AUTH_MODE": "disabled"})
+    assert no_token.returncode != 0  # the cluster demands its token
+
+    start = time.perf_counter()
+    done = _cli(["submit", "jobs/quickstart.yaml", "--address", cluster["address"], "--wait", *sets], env)
+    wall = time.perf_counter() - start
+    out = done.stdout + done.stderr
+    Path("/tmp/camu_cluster_job.log").write_text(out)
+    assert done.returncode == 0, out[-4000:]
+    assert cluster["token"] not in out
+    submission = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("submitted "))
+    assert "SUCCEEDED" in done.stdout and "[4/5] CaMU on class3" in done.stdout
+    status = _cli(["status", submission, "--address", cluster["address"]], env)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    listed = _cli(["list", "--address", cluster["address"]], env)
+    assert submission in listed.stdout
+    first_trial = out.find("[4/5]")
+    print(f"submit-to-end wall {wall:.1f}s; submit-to-first-trial marker at byte {first_trial}")
+
+    client = MlflowClient(cluster["mlflow"])
+    exp = client.get_experiment_by_name("cluster-e2e")
+    jobs = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'job'")
+    assert len(jobs) == 1 and jobs[0].info.status == "FINISHED"
+    assert "MLFLOW_TRACKING" not in str(jobs[0].data.params)  # no credentials or env in params
+    trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'")
+    assert sorted(t.data.tags["camu.method"] for t in trials) == ["camu", "camu-official"]
+    assert all(t.info.status == "FINISHED" for t in trials)
+    arts = {a.path for a in client.list_artifacts(jobs[0].info.run_id, "eval")}
+    assert "eval/summary.parquet" in arts  # uploaded through the server's artifact proxy
+    assert client.get_model_version_by_alias("camu-quickstart-class3", "candidate")
