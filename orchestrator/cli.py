@@ -212,7 +212,6 @@ def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = Non
     import time
 
     from orchestrator.spec import JobSpecError
-    from orchestrator.tracking import redact
     from orchestrator.validate import check_job
 
     try:
@@ -228,7 +227,14 @@ def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = Non
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: open MLflow runs were marked KILLED[/yellow]")
         raise typer.Exit(130)
+    _print_outcome(outcome, start)
+
+
+def _print_outcome(outcome, start: float) -> None:  # noqa: ANN001 - pipeline.JobOutcome
+    import time
+
     from orchestrator.results import render_text
+    from orchestrator.tracking import redact
 
     console.print(render_text(outcome.summary), markup=False)
     uri = redact(outcome.tracking_uri)
@@ -240,6 +246,32 @@ def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = Non
     ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
     console.print(f"open the UI:       {ui}   then experiment '{outcome.experiment_name}'", markup=False)
     console.print(f"results:           camu-orch results {outcome.parent_run_id}", markup=False)
+
+
+@app.command()
+def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or parent run id")],
+           tracking_uri: Annotated[Optional[str], typer.Option(help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")] = None,
+           ) -> None:
+    """Continue an interrupted job: finished stages and trials are not redone, unfinished trials continue
+    from their last checkpoint, and the MLflow run tree is continued, not duplicated.
+
+    Example: camu-orch resume quickstart
+    """
+    import time
+
+    from orchestrator.spec import JobSpecError
+
+    start = time.perf_counter()
+    try:
+        from orchestrator.pipeline import resume_job
+
+        outcome = resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"))
+    except (JobSpecError, LookupError, ConnectionError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: open MLflow runs were marked KILLED[/yellow]")
+        raise typer.Exit(130)
+    _print_outcome(outcome, start)
 
 
 @app.command()

@@ -294,17 +294,43 @@ def _register_best(ctx: JobRun, scenario: str, child: str, rows: list[dict[str, 
 
 
 # ----------------------------------------------------------------------------- the job
+def resume_job(ident: str, tracking_uri: str | None = None, address: str | None = None,
+               workdir: str | Path | None = None) -> JobOutcome:
+    """Continue an interrupted job (by name, newest first, or parent run id): the same job file (as
+    recorded in its parent run) and the same submission, so finished stages are reused (model cache,
+    finished trials), unfinished Tune trials continue from their last Train checkpoint, and the MLflow
+    run tree is continued rather than duplicated."""
+    import tempfile
+
+    from orchestrator.validate import check_job
+
+    tracker = Tracker(tracking_uri or default_tracking_uri(workdir))
+    tracker.ping()
+    parent = results.find_job_run(tracker, ident)
+    submission = parent.data.tags.get("camu.submission")
+    if not submission:
+        raise LookupError(f"run {parent.info.run_id} is not a camu-orch job run")
+    with tempfile.TemporaryDirectory() as tmp:
+        job_file = tracker.download(parent.info.run_id, "job.yaml", tmp)
+        checked = check_job(job_file, check_data=True, local=address is None)
+    if checked.spec.tracking.uri is None:
+        checked.spec.tracking.uri = tracker.uri
+    say(f"resuming job {checked.spec.name} (submission {submission}, parent run {parent.info.run_id}, "
+        f"was {parent.info.status})")
+    return run_job(checked, address=address, submission=submission, workdir=workdir)
+
+
 def run_job(checked: CheckedJob, address: str | None = None, submission: str | None = None,
             workdir: str | Path | None = None) -> JobOutcome:
     """Run a validated job end to end and return where its record lives."""
     spec = checked.spec
     workdir = Path(workdir or os.getcwd()).resolve()
+    uri = spec.tracking.uri or default_tracking_uri(workdir)
+    tracker = Tracker(uri)
+    tracker.ping()  # an unreachable store fails before Ray starts or anything trains
     ensure_ray(spec, address)
     check_cluster_resources(spec)
     check_storage(spec)
-    uri = spec.tracking.uri or default_tracking_uri(workdir)
-    tracker = Tracker(uri)
-    tracker.ping()
     exp_name = spec.tracking.experiment or spec.name
     experiment_id = tracker.experiment(exp_name)
     spec_hash = content_hash(spec.model_dump(mode="json"))

@@ -73,6 +73,10 @@ def run_trial(static: dict[str, Any], params: dict[str, Any], trial_id: str, met
     tracker.log_params(run_id, {f"camu.{k}": v for k, v in sorted(params.items())})
     config = {**static["worker"], "camu_params": params, "run_id": run_id,
               "out_dir": f"{static['out_root']}/{trial_id}"}
+    finished = read_final_metrics(config["out_dir"])
+    if finished:  # a resumed job: this trial completed before the interruption
+        tracker.end(run_id, "FINISHED")
+        return finished, run_id
     trainer = make_trainer(camu_worker, config, ResourcesSpec.model_validate(static["resources"]),
                            train_run_name(static["job"], f"{scenario}-s{seed}", f"{static['scope_key'][-8:]}-{trial_id}"),
                            static["storage_path"], callbacks=[TuneReportCallback()] if in_tune else None)

@@ -168,8 +168,12 @@ def camu_worker(cfg: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         return model
 
+    resume_state = _resume_state()
+    if resume_state is not None and tracker is not None:
+        # a worker-group restart (Train FailureConfig) or a resumed job continues from its last checkpoint
+        tracker.set_tags(cfg["run_id"], {"camu.restored_from_epoch": int(resume_state["epoch"])})
     ctx = UnlearnContext(original, data, forget, retain, device, seed=cfg["seed"], shard=shard, on_epoch=on_epoch,
-                         resume_state=_resume_state())
+                         resume_state=resume_state)
     result = run_method("camu", params, ctx)
     final: dict[str, float] = {}
     if shard.is_main:

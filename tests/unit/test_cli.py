@@ -62,3 +62,20 @@ def test_results_of_unknown_job(tmp_path):
     out = runner.invoke(app, ["results", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert out.exit_code == 2 and "no job run named 'nope'" in out.output
     assert os.path.exists(tmp_path / "m.db")
+
+
+def test_unreachable_mlflow_fails_before_anything_starts(tmp_path, monkeypatch):
+    import time
+
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    ray_was_up = ray.is_initialized()
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    start = time.perf_counter()
+    out = runner.invoke(app, ["submit", str(good)])
+    assert out.exit_code == 2 and "tracking.uri: cannot reach MLflow at http://127.0.0.1:9" in out.output
+    assert time.perf_counter() - start < 30
+    assert ray.is_initialized() == ray_was_up and not (tmp_path / "camu_runs").exists()

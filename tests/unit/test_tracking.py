@@ -73,3 +73,24 @@ def test_unreachable_store_is_a_clear_error():
 def test_flatten_and_redact():
     assert flatten({"a": {"b": {"c": 1}}, "e": {}}) == {"a.b.c": "1", "e": "{}"}
     assert redact("https://user:secret@mlflow.example/path") == "https://***@mlflow.example/path"
+
+
+def test_transient_errors_are_retried_with_backoff(monkeypatch):
+    from orchestrator import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("sqlite3.OperationalError: database is locked")
+        return "ok"
+
+    assert tracking._retry(flaky, "test") == "ok" and len(calls) == 3
+    with pytest.raises(ValueError):
+        tracking._retry(lambda: (_ for _ in ()).throw(ValueError("bad param")), "test")
+    always = []
+    with pytest.raises(ConnectionError):
+        tracking._retry(lambda: always.append(1) or (_ for _ in ()).throw(ConnectionError("connection refused")), "t")
+    assert len(always) == tracking.RETRIES
