@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.spec import JobSpec, JobSpecError
 
 # Never uploaded with the code: data, local stores, run outputs, environments, VCS metadata.
-EXCLUDES = [".git", ".venv", "venv", "data", "mlflow.db", "*.db", "mlruns", "mlartifacts", "camu_runs",
+EXCLUDES = [".git", ".venv", "venv", "data", "mlflow.db", "*.db", "mlartifacts", "camu_runs",
             ".camu-cache", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "*.safetensors", "*.pt", "*.pth",
             ".whl", ".gl", "*.egg-info"]
 # Credentials MLflow clients read; forwarded to the job when set here, never printed or logged.

@@ -24,6 +24,11 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 # progress bars on stderr would garble `camu-orch results --format json` piped into other tools
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's HTTP client alone retries 7 times with doubling waits (minutes per call) before our own
+# backoff even starts; bound it so that a tracking server that stays down fails the job in minutes
+# (resumable with `camu-orch resume`) instead of hanging it. Users can still override both.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 T = TypeVar("T")
 PARENT_TAG = "mlflow.parentRunId"
 RETRIES = 6

@@ -33,11 +33,22 @@ JOB = {
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Run camu-orch in its own process group; output goes to a file (a pipe nobody reads would fill
+    up and block the job)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([str(BIN / "camu-orch"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    log = open(cwd / f"{args[0]}-{time.time_ns()}.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([str(BIN / "camu-orch"), *args], cwd=cwd, env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.log_path = Path(log.name)
+    return proc
+
+
+def _output(proc: subprocess.Popen, timeout: float) -> str:
+    """Wait for ``proc`` and return everything it printed."""
+    proc.wait(timeout=timeout)
+    return proc.log_path.read_text()
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -75,7 +86,7 @@ def test_killed_train_worker_restarts_from_checkpoint(tmp_path):
         victim = _train_workers("")[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time()
-        out, _ = proc.communicate(timeout=600)
+        out = _output(proc, 600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -106,7 +117,7 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     finished_before = {n for n, s in before.items() if s == "FINISHED"}
     start = time.time()
     resumed = _start(["resume", "faulty"], tmp_path)
-    out, _ = resumed.communicate(timeout=900)
+    out = _output(resumed, 900)
     assert resumed.returncode == 0, out[-3000:]
     assert "resuming job faulty" in out
     print(f"resume took {time.time() - start:.1f}s")
@@ -124,3 +135,72 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     rows = pq.read_table(local).to_pylist()
     assert sorted(r["method"] for r in rows) == ["camu", "camu", "camu", "camu-official", "oracle", "original"]
     assert all(r["status"] == "finished" for r in rows)
+
+
+def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                                 "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                                 "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_for(lambda: _healthy(), 90, "mlflow server")
+        return proc
+
+    def _healthy() -> bool:
+        try:
+            return requests.get(f"{uri}/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    job = {**JOB, "tracking": {"experiment": "faults", "uri": uri},
+           "resources": {**JOB["resources"], "worker_max_failures": 0},
+           "sweep": {**JOB["sweep"], "num_samples": 2, "max_failures": 0}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    server = serve()
+    client = MlflowClient(uri)
+
+    def sweep_started() -> bool:
+        try:
+            exp = client.get_experiment_by_name("faults")
+            return bool(exp and client.search_runs([exp.experiment_id], "tags.`camu.method` = 'camu'"))
+        except Exception:  # noqa: BLE001
+            return False
+
+    proc = _start(["submit", "job.yaml"], tmp_path)
+    try:
+        _wait_for(sweep_started, 400, "a sweep trial run")
+        os.killpg(server.pid, signal.SIGKILL)  # the tracking server disappears mid-sweep
+        down_at = time.time()
+        out = _output(proc, 900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    print(f"MLflow down: the job gave up {time.time() - down_at:.1f}s later")
+    assert proc.returncode != 0
+    assert list((tmp_path / ".camu-cache").rglob("weights.safetensors"))  # trained models kept
+    assert list((tmp_path / "camu_runs").rglob("checkpoint_*"))         # and checkpoints
+    server = serve()
+    try:
+        resumed = _start(["resume", "faulty", "--tracking-uri", uri], tmp_path)
+        out = _output(resumed, 900)
+        assert resumed.returncode == 0, out[-3000:]
+        exp = client.get_experiment_by_name("faults")
+        jobs = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'job'")
+        assert len(jobs) == 1 and jobs[0].info.status == "FINISHED"
+        everything = client.search_runs([exp.experiment_id], "")
+        assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
+        names = [r.info.run_name for r in everything if r.data.tags.get("camu.role") == "trial"]
+        assert len(names) == len(set(names)) == 3
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)

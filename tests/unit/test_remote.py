@@ -75,3 +75,19 @@ def test_token_from_env_or_file(monkeypatch, tmp_path):
     assert remote.auth_headers() == {"Authorization": "Bearer abc123"}
     monkeypatch.setenv("RAY_AUTH_TOKEN", "fromenv")
     assert remote.auth_headers() == {"Authorization": "Bearer fromenv"}
+
+
+def test_multi_node_cluster_refuses_node_local_storage(spec, monkeypatch):
+    import ray
+
+    from orchestrator.pipeline import check_storage
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
+    with pytest.raises(JobSpecError) as err:
+        check_storage(spec)
+    assert "storage.path" in str(err.value) and "storage.cache_dir" in str(err.value)
+    check_storage(spec.model_copy(update={"storage": spec.storage.model_copy(update={"shared": True})}))
+    s3 = spec.storage.model_copy(update={"path": "s3://bucket/runs", "cache_dir": "s3://bucket/cache"})
+    check_storage(spec.model_copy(update={"storage": s3}))
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
+    check_storage(spec)  # one live node: local storage is fine
