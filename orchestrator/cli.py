@@ -208,9 +208,21 @@ def run(job: Annotated[Path, typer.Argument(help="job YAML")], overrides: SetOpt
     _run(job, os.environ.get("RAY_ADDRESS"), overrides)
 
 
+def _interrupt_on_sigterm() -> None:
+    """`camu-orch stop` (Ray stops a job with SIGTERM) and schedulers end jobs with SIGTERM: treat it like
+    Ctrl-C so that the open MLflow runs are marked KILLED instead of being left RUNNING."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = None) -> None:
     import time
 
+    _interrupt_on_sigterm()
     from orchestrator.spec import JobSpecError
     from orchestrator.validate import check_job
 
@@ -261,6 +273,7 @@ def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or p
 
     from orchestrator.spec import JobSpecError
 
+    _interrupt_on_sigterm()
     start = time.perf_counter()
     try:
         from orchestrator.pipeline import resume_job

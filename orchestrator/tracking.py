@@ -75,7 +75,8 @@ def _retry(fn: Callable[[], T], what: str) -> T:
             return fn()
         except Exception as err:  # noqa: BLE001 - mlflow raises many types for transport/db errors
             transient = any(s in str(err).lower() for s in ("locked", "timed out", "connection", "temporar",
-                                                             "503", "502", "max retries", "unavailable"))
+                                                             "503", "502", "max retries", "unavailable",
+                                                             "migration"))  # two processes creating one sqlite store
             if not transient or attempt == RETRIES - 1:
                 raise
             log.warning("MLflow %s failed (%s); retrying in %.1fs", what, err, delay)
@@ -91,7 +92,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.client = _retry(lambda: MlflowClient(tracking_uri=uri, registry_uri=uri), "open store")
 
     # ------------------------------------------------------------------ experiments and runs
     def ping(self) -> None:
@@ -102,7 +103,7 @@ class Tracker:
                 import requests
 
                 requests.get(self.uri.rstrip("/") + "/health", timeout=10).raise_for_status()
-            self.client.search_experiments(max_results=1)
+            _retry(lambda: self.client.search_experiments(max_results=1), "open store")
         except Exception as err:  # noqa: BLE001
             raise ConnectionError(f"tracking.uri: cannot reach MLflow at {redact(self.uri)}: {err}") from None
 

@@ -51,13 +51,22 @@ def _output(proc: subprocess.Popen, timeout: float) -> str:
     return proc.log_path.read_text()
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the job ended (rc {proc.returncode}) before {what}:\n"
+                                 + proc.log_path.read_text()[-3000:])
         time.sleep(0.5)
     raise TimeoutError(what)
+
+
+def _store_ready(proc: subprocess.Popen) -> bool:
+    """The job created its MLflow store (stage [1] printed): polling it earlier would race the job's
+    schema creation."""
+    return "[1/5]" in proc.log_path.read_text()
 
 
 def _trial_runs(work: Path) -> list:
@@ -82,7 +91,7 @@ def test_killed_train_worker_restarts_from_checkpoint(tmp_path):
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
         official = lambda: list((tmp_path / "camu_runs").glob("faulty-half-s0-*-official/checkpoint_*"))  # noqa: E731
-        _wait_for(lambda: len(official()) >= 2 and _train_workers(""), 300, "official trial checkpoints")
+        _wait_for(lambda: len(official()) >= 2 and _train_workers(""), 300, "official trial checkpoints", proc)
         victim = _train_workers("")[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time()
@@ -107,7 +116,7 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     try:
         done_trials = lambda: [r for r in _trial_runs(tmp_path)  # noqa: E731
                                if r.data.tags.get("camu.method") == "camu" and r.info.status == "FINISHED"]
-        _wait_for(lambda: len(done_trials()) >= 1, 400, "a finished sweep trial")
+        _wait_for(lambda: _store_ready(proc) and len(done_trials()) >= 1, 400, "a finished sweep trial", proc)
         time.sleep(2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray die together, like a lost login node
@@ -177,7 +186,7 @@ def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
 
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
-        _wait_for(sweep_started, 400, "a sweep trial run")
+        _wait_for(sweep_started, 400, "a sweep trial run", proc)
         os.killpg(server.pid, signal.SIGKILL)  # the tracking server disappears mid-sweep
         down_at = time.time()
         out = _output(proc, 900)
