@@ -34,7 +34,7 @@ from orchestrator.spec import JobSpec, JobSpecError
 from orchestrator.sweep import read_final_metrics, run_sweep, run_trial
 from orchestrator.tracking import Tracker, closing_runs, default_tracking_uri, flatten, redact
 from orchestrator.validate import CheckedJob, base_camu_params
-from orchestrator.workers import evaluate_weights, load_data, new_model, supervised_worker
+from orchestrator.workers import evaluate_weights, new_model, supervised_worker
 
 
 @dataclass
@@ -160,7 +160,8 @@ def _load_original(ctx: JobRun) -> Stage:
     return Stage(str(weights), run_id, float("nan"))
 
 
-def _evaluate(ctx: JobRun, weights: str, split_path: str, seed: int) -> dict[str, Any]:
+def _evaluate(ctx: JobRun, weights: dict[str, str], split_path: str, seed: int) -> dict[str, Any]:
+    """Evaluate the reference models of one split in a single task on the workers' kind of node."""
     res = ctx.spec.resources
     task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=min(res.gpus_per_worker, 1.0))(evaluate_weights)
     return ray.get(task.remote(_worker_config(ctx.spec), weights, split_path, seed))
@@ -206,8 +207,7 @@ def _scenario(ctx: JobRun, index: int, original: Stage, rows: list[dict[str, Any
         oracle = _train_stage(ctx, "oracle", split_path, retain_indices(split), f"oracle {sc.name}/seed{seed}")
         tracker.set_tags(child, {f"camu.oracle_run_id.seed{seed}": oracle.run_id,
                                  "camu.original_run_id": original.run_id})
-        refs = {name: _evaluate(ctx, st.weights, split_path, seed) for name, st in
-                (("original", original), ("oracle", oracle))}
+        refs = _evaluate(ctx, {"original": original.weights, "oracle": oracle.weights}, split_path, seed)
         oracle_metrics = refs["oracle"]["metrics"]
         for name, ref in refs.items():
             m = dict(ref["metrics"])

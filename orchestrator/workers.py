@@ -193,10 +193,14 @@ def camu_worker(cfg: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- evaluation task
-def evaluate_weights(cfg: dict[str, Any], weights: str, split_path: str, seed: int) -> dict[str, Any]:
-    """Evaluate saved weights on a split (runs as a Ray task); returns metrics and the per-sample table."""
+def evaluate_weights(cfg: dict[str, Any], weights: dict[str, str], split_path: str, seed: int) -> dict[str, Any]:
+    """Evaluate several saved models (name -> weights file) on one split in one Ray task, loading the data
+    once; returns name -> {"metrics", "samples"}."""
     device = resolve_device("cpu" if cfg.get("device") == "cpu" else "auto")
     data = load_data(cfg, device)
-    model = load_weights(new_model(cfg, data, 0), weights)
-    ev = evaluate(model, data, load_split(split_path), device, seed=seed)
-    return {"metrics": ev.metrics, "samples": ev.samples}
+    split = load_split(split_path)
+    out = {}
+    for name, path in weights.items():
+        ev = evaluate(load_weights(new_model(cfg, data, 0), path), data, split, device, seed=seed)
+        out[name] = {"metrics": ev.metrics, "samples": ev.samples}
+    return out

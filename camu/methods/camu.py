@@ -103,7 +103,7 @@ class Camu:
     Params: ClassVar[type[MethodParams]] = CamuParams
 
     def run(self, ctx: UnlearnContext, params: CamuParams) -> UnlearnResult:  # type: ignore[override]
-        device, shard = ctx.device, ctx.shard
+        device = ctx.device
         f0 = frozen_copy(ctx.original, device)
         model = trainable_copy(ctx.original, device)
         opt_rep = torch.optim.Adam(model.parameters(), lr=params.lr_rep, weight_decay=params.weight_decay)

@@ -120,7 +120,7 @@ def test_registered_best_model(submitted):
     import mlflow.pytorch
     import torch
 
-    mlflow_model = mlflow.pytorch.load_model(f"models:/camu-tiny-class3@candidate")
+    mlflow_model = mlflow.pytorch.load_model("models:/camu-tiny-class3@candidate")
     logits = mlflow_model(torch.zeros(2, 1, 8, 8))
     assert tuple(logits.shape) == (2, 10)
 
