@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -220,21 +221,27 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = None) -> None:
+    def start():  # noqa: ANN202 - pipeline.JobOutcome
+        from orchestrator.pipeline import run_job
+        from orchestrator.validate import check_job
+
+        return run_job(check_job(job, check_data=True, local=address is None, overrides=overrides), address=address)
+
+    _execute(start)
+
+
+def _execute(job: Callable[[], object]) -> None:
+    """Run a job-starting callable: SIGTERM acts like Ctrl-C, bad input and unreachable services exit 2
+    with the message, an interruption exits 130 (runs marked KILLED), success prints the outcome."""
     import time
 
-    _interrupt_on_sigterm()
     from orchestrator.spec import JobSpecError
-    from orchestrator.validate import check_job
 
+    _interrupt_on_sigterm()
+    start = time.perf_counter()
     try:
-        checked = check_job(job, check_data=True, local=address is None, overrides=overrides)
-        from orchestrator.pipeline import run_job
-
-        start = time.perf_counter()
-        outcome = run_job(checked, address=address)
-    except JobSpecError as err:
-        _fail(str(err))
-    except ConnectionError as err:
+        outcome = job()
+    except (JobSpecError, LookupError, ConnectionError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: open MLflow runs were marked KILLED[/yellow]")
@@ -269,22 +276,13 @@ def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or p
 
     Example: camu-orch resume quickstart
     """
-    import time
 
-    from orchestrator.spec import JobSpecError
-
-    _interrupt_on_sigterm()
-    start = time.perf_counter()
-    try:
+    def start():  # noqa: ANN202 - pipeline.JobOutcome
         from orchestrator.pipeline import resume_job
 
-        outcome = resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"))
-    except (JobSpecError, LookupError, ConnectionError) as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: open MLflow runs were marked KILLED[/yellow]")
-        raise typer.Exit(130)
-    _print_outcome(outcome, start)
+        return resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"))
+
+    _execute(start)
 
 
 @app.command()

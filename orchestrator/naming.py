@@ -21,3 +21,8 @@ def trial_run_name(scenario: str, seed: int, trial: str) -> str:
 def train_run_name(job: str, stage: str, key: str) -> str:
     """Ray Train run name: (storage_path, name) is how Train V2 finds a run's checkpoints again."""
     return f"{job}-{stage}-{key}"
+
+
+def trial_key(scope_key: str, trial_id: str) -> str:
+    """The ``camu.key`` tag of a trial's MLflow run: how a restarted or resumed trial finds its run again."""
+    return f"{scope_key}:{trial_id}"

@@ -27,7 +27,7 @@ from camu.weights import load_weights, save_weights
 from orchestrator import results
 from orchestrator.cache import entry, model_key
 from orchestrator.launch import make_trainer
-from orchestrator.naming import content_hash, train_run_name
+from orchestrator.naming import content_hash, train_run_name, trial_key
 from orchestrator.progress import say, stage
 from orchestrator.selection import OBJECTIVE, objective
 from orchestrator.spec import JobSpec, JobSpecError
@@ -238,7 +238,7 @@ def _scenario(ctx: JobRun, index: int, original: Stage, rows: list[dict[str, Any
         for res in grid:
             trial_id = res.metrics.get("trial_id") if res.metrics else None
             trial_id = trial_id or Path(res.path).name
-            run_id = tracker.find_run(ctx.experiment_id, {"camu.key": f"{static['scope_key']}:{trial_id}"})
+            run_id = tracker.find_run(ctx.experiment_id, {"camu.key": trial_key(static["scope_key"], trial_id)})
             params = {**base_params, **(res.config or {})}
             metrics = res.metrics if (res.metrics or {}).get("final") else read_final_metrics(f"{static['out_root']}/{trial_id}")
             rows.append(results.trial_row(sc.name, "camu", seed, trial_id, metrics, run_id, params,

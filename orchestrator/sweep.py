@@ -13,7 +13,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.launch import make_trainer
 from orchestrator.progress import say
-from orchestrator.naming import train_run_name, trial_run_name
+from orchestrator.naming import train_run_name, trial_key, trial_run_name
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import ResourcesSpec, SweepSpec
 from orchestrator.tracking import Tracker
@@ -69,7 +69,7 @@ def run_trial(static: dict[str, Any], params: dict[str, Any], trial_id: str, met
         static["experiment_id"], trial_run_name(scenario, seed, trial_id),
         tags={"camu.method": method, "camu.scenario": scenario, "camu.seed": str(seed), "ray.trial_id": trial_id,
               "camu.job": static["job"], "camu.role": "trial"},
-        key=f"{static['scope_key']}:{trial_id}", parent=static["scenario_run_id"])
+        key=trial_key(static["scope_key"], trial_id), parent=static["scenario_run_id"])
     tracker.log_params(run_id, {f"camu.{k}": v for k, v in sorted(params.items())})
     config = {**static["worker"], "camu_params": params, "run_id": run_id,
               "out_dir": f"{static['out_root']}/{trial_id}"}
@@ -133,7 +133,7 @@ class TrialProgress(tune.Callback):
         self._status(trials)
 
     def _close(self, trial: Any, status: str) -> None:
-        run_id = self.tracker.find_run(self.static["experiment_id"], {"camu.key": f"{self.static['scope_key']}:{trial.trial_id}"})
+        run_id = self.tracker.find_run(self.static["experiment_id"], {"camu.key": trial_key(self.static["scope_key"], trial.trial_id)})
         if run_id and self.tracker.status(run_id) == "RUNNING":
             if not (trial.last_result or {}).get("final"):
                 self.tracker.set_tags(run_id, {"camu.stopped_early": "true"})
