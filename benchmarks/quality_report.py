@@ -15,8 +15,17 @@ import time
 
 import torch
 
-from camu import (TrainRecipe, build_model, evaluate, forget_indices, load_dataset, make_split, official_params,
-                  retain_indices, train_classifier)
+from camu import (
+    TrainRecipe,
+    build_model,
+    evaluate,
+    forget_indices,
+    load_dataset,
+    make_split,
+    official_params,
+    retain_indices,
+    train_classifier,
+)
 from camu.methods import UnlearnContext, run_method
 from camu.runtime import resolve_device
 

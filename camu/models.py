@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from camu.registry import Registry
+from camu.schema import StrictModel
 
 
-class ModelOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ModelOptions(StrictModel):
+    """Base for per-model options; unknown keys are rejected."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class MnistCNN(nn.Module):
 
 
 class MnistCNNOptions(ModelOptions):
-    embedding_dim: int = Field(256, ge=8, description="width of the representation layer Z")
+    embedding_dim: int = Field(256, ge=8, le=65536, description="width of the representation layer Z")
 
 
 def _build_mnist_cnn(opt: MnistCNNOptions, in_channels: int, num_classes: int, size: tuple[int, int]) -> nn.Module:

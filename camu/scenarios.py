@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError
 
 from camu.registry import Registry
+from camu.schema import StrictModel
 
 SPLIT_SCHEMA = pa.schema([("index", pa.int64()), ("label", pa.int64()), ("role", pa.string())])
 
@@ -27,13 +28,16 @@ class ScenarioError(ValueError):
     """An impossible forgetting request (empty forget set, unknown class, index out of range...)."""
 
 
-class ScenarioOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+INT64_MAX = 2**63 - 1
+
+
+class ScenarioOptions(StrictModel):
+    """Base of every scenario's options (unknown keys, NaN and booleans for numbers are errors)."""
 
 
 class RandomOptions(ScenarioOptions):
     kind: Literal["random"] = "random"
-    fraction: float = Field(description="fraction of the training set to forget, in (0, 1)")
+    fraction: float = Field(gt=0, lt=1, description="fraction of the training set to forget, in (0, 1)")
 
 
 class ClassesOptions(ScenarioOptions):
@@ -43,7 +47,8 @@ class ClassesOptions(ScenarioOptions):
 
 class ProportionsOptions(ScenarioOptions):
     kind: Literal["proportions"] = "proportions"
-    proportions: dict[int | str, float] = Field(min_length=1, description="class -> fraction of it forgotten, in (0, 1]")
+    proportions: dict[int | str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        min_length=1, description="class -> fraction of it forgotten, in (0, 1]")
 
 
 class IndicesOptions(ScenarioOptions):
@@ -83,8 +88,17 @@ def _select_random(opt: RandomOptions, labels: torch.Tensor, names: list[str], r
     return np.sort(rng.choice(n, size=k, replace=False))
 
 
+def _distinct_class_ids(keys: list[int | str], names: list[str], field: str) -> list[int]:
+    """Class ids of ``keys`` (ids or names); a class named twice (e.g. ``3`` and ``"3"``) is an error."""
+    ids = [_class_id(k, len(names), names, field) for k in keys]
+    twice = sorted({names[i] for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ScenarioError(f"{field}: class(es) {twice} are listed more than once (as {keys}); list each class once")
+    return ids
+
+
 def _select_classes(opt: ClassesOptions, labels: torch.Tensor, names: list[str], rng: np.random.Generator) -> np.ndarray:
-    ids = {_class_id(c, len(names), names, "classes") for c in opt.classes}
+    ids = set(_distinct_class_ids(list(opt.classes), names, "classes"))
     if len(ids) == len(names):
         raise ScenarioError("classes: removing every class leaves nothing to retain; keep at least one class")
     chosen = np.flatnonzero(np.isin(labels.numpy(), sorted(ids)))
@@ -97,10 +111,9 @@ def _select_proportions(opt: ProportionsOptions, labels: torch.Tensor, names: li
                         rng: np.random.Generator) -> np.ndarray:
     y = labels.numpy()
     chosen = []
-    for key, frac in sorted(opt.proportions.items(), key=lambda kv: str(kv[0])):
-        cid = _class_id(key, len(names), names, f"proportions[{key}]")
-        if not 0 < frac <= 1:
-            raise ScenarioError(f"proportions[{key}]: {frac} is outside (0, 1]")
+    items = sorted(opt.proportions.items(), key=lambda kv: str(kv[0]))
+    ids = _distinct_class_ids([k for k, _ in items], names, "proportions")
+    for cid, (key, frac) in zip(ids, items):
         members = np.flatnonzero(y == cid)
         k = int(round(frac * members.size))
         if k:
@@ -110,25 +123,72 @@ def _select_proportions(opt: ProportionsOptions, labels: torch.Tensor, names: li
     return np.sort(np.concatenate(chosen))
 
 
+TABLE_SUFFIXES = {".parquet", ".arrow", ".feather", ".ipc"}
+
+
 def read_index_file(path: Path, column: str = "index") -> np.ndarray:
-    """Indices from a text file (one per line, '#' comments allowed) or a Parquet/Arrow column."""
+    """Indices from a text file (one per line, '#' comments allowed) or an integer Parquet/Arrow column.
+    Anything else (a folder, binary data, a corrupt table, nulls, floats, numbers beyond int64) is a
+    ``ScenarioError`` that says what is wrong."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ScenarioError(f"path: index file {path} does not exist")
-    if path.suffix in {".parquet", ".arrow", ".feather", ".ipc"}:
-        table = pq.read_table(path) if path.suffix == ".parquet" else pa.ipc.open_file(path).read_all()
-        if column not in table.column_names:
-            raise ScenarioError(f"column: {path} has no column {column!r}; columns are {table.column_names}")
-        return np.asarray(table.column(column).to_numpy(), dtype=np.int64)
+    if not path.is_file():
+        raise ScenarioError(f"path: {path} is not a file; give a text file of indices or a Parquet/Arrow file")
+    if path.suffix in TABLE_SUFFIXES:
+        return _index_column(_read_table(path), path, column)
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise ScenarioError(f"path: {path} is binary; give one index per line as text, or a .parquet/.arrow file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"path: {path} is not UTF-8 text; give one index per line") from None
     values = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if line:
-            try:
-                values.append(int(line))
-            except ValueError:
-                raise ScenarioError(f"path: line {lineno} of {path} is not an integer index: {line!r}") from None
+        if not line:
+            continue
+        try:
+            value = int(line)
+        except ValueError:
+            raise ScenarioError(f"path: line {lineno} of {path} is not an integer index: {line[:40]!r}") from None
+        if not -INT64_MAX <= value <= INT64_MAX:
+            raise ScenarioError(f"path: line {lineno} of {path} holds {line[:40]}, beyond any training index")
+        values.append(value)
     return np.asarray(values, dtype=np.int64)
+
+
+def _read_table(path: Path) -> pa.Table:
+    """A Parquet, Feather or Arrow IPC (file or stream) table; a corrupt one is a ``ScenarioError``."""
+    from pyarrow import feather
+
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        if path.suffix == ".feather":
+            return feather.read_table(path)
+        try:
+            return pa.ipc.open_file(path).read_all()
+        except pa.ArrowInvalid:
+            return pa.ipc.open_stream(path).read_all()
+    except (pa.ArrowException, OSError) as err:
+        raise ScenarioError(f"path: {path} is not a readable {path.suffix[1:]} table ({str(err)[:200]})") from None
+
+
+def _index_column(table: pa.Table, path: Path, column: str) -> np.ndarray:
+    if column not in table.column_names:
+        raise ScenarioError(f"column: {path} has no column {column!r}; columns are {table.column_names}")
+    values = table.column(column)
+    if not pa.types.is_integer(values.type):
+        raise ScenarioError(f"column: {column!r} of {path} holds {values.type} values; indices must be integers "
+                            f"(cast the column to int64)")
+    if values.null_count:
+        raise ScenarioError(f"column: {column!r} of {path} has {values.null_count} missing value(s); drop them")
+    array = values.to_numpy()
+    if array.size and array.dtype == np.uint64 and array.max() > INT64_MAX:
+        raise ScenarioError(f"column: {column!r} of {path} holds {array.max()}, beyond any training index")
+    return array.astype(np.int64)
 
 
 def _select_indices(opt: IndicesOptions, labels: torch.Tensor, names: list[str], rng: np.random.Generator) -> np.ndarray:
@@ -157,7 +217,13 @@ def make_split(kind: str, options: dict | ScenarioOptions, labels: torch.Tensor,
                seed: int) -> pa.Table:
     """Build the split table for scenario ``kind`` over the training ``labels``, deterministically in ``seed``."""
     entry = SCENARIOS.get(kind)
-    opt = options if isinstance(options, ScenarioOptions) else entry.options.model_validate({"kind": kind, **options})
+    if isinstance(options, ScenarioOptions):
+        opt = options
+    else:
+        try:
+            opt = entry.options.model_validate({"kind": kind, **options})
+        except ValidationError as err:
+            raise ScenarioError("; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in err.errors())) from None
     labels = labels.detach().cpu().long()
     forget = entry.select(opt, labels, class_names, np.random.default_rng(seed))
     role = np.full(len(labels), "retain", dtype=object)

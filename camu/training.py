@@ -13,26 +13,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from camu.data.sources import Source
 from camu.losses import cross_entropy
 from camu.runtime import Shard, autocast, broadcast_module, global_batches, place_input, place_model
+from camu.schema import Seed, StrictModel
 
 TrainCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
 
 
-class TrainRecipe(BaseModel):
+class TrainRecipe(StrictModel):
     """How the original (and therefore the oracle) is trained. Defaults: the official recipe."""
-
-    model_config = ConfigDict(extra="forbid")
     epochs: int = Field(20, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, le=65536, description="global batch over all workers")
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0, le=1)
-    seed: int = Field(0, description="seed of initialisation and data order")
+    seed: Seed = Field(0, description="seed of initialisation and data order")
 
 
 @dataclass

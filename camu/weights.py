@@ -48,6 +48,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_checkpoint_state(path: str | Path) -> dict:
+    """A training checkpoint (model and optimizer states, epoch) written with ``torch.save``, read with
+    ``weights_only=True``: tensors, numbers, strings and containers only, never pickled code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure here means "not a safe checkpoint"
+        raise UnsafeWeightsError(f"{path}: refused to load the checkpoint ({type(err).__name__}: {str(err)[:300]}); "
+                                 f"only weights-only checkpoints are read") from None
+    if not isinstance(state, dict):
+        raise UnsafeWeightsError(f"{path}: not a checkpoint state mapping")
+    return state
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load weights into ``model`` (strict: every key must match)."""
     state = read_state_dict(path)

@@ -1,4 +1,10 @@
-"""camu-orch: the command line. Thin: parse, delegate to orchestrator modules, print, set exit codes."""
+"""camu-orch: the command line. Thin: parse, delegate to orchestrator modules, print, set exit codes.
+
+Every command runs under one handler (``GuardedGroup``): expected errors (bad input, unreadable files,
+unreachable services) print one redacted message and exit 2, a job that failed after it started exits
+1, a bug keeps its traceback; ``--debug`` (or CAMU_ORCH_DEBUG=1) shows the traceback of every error.
+User text is never rendered as console markup.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,68 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import ClickException
+from typer.core import TyperGroup
 
 from orchestrator import __version__
-from orchestrator.progress import console
+from orchestrator.progress import console, err_console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class GuardedGroup(TyperGroup):
+    """Runs every sub-command under the top-level error handler."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except KeyboardInterrupt:
+            from orchestrator.lifecycle import exit_code
+
+            err_console.print("interrupted: open MLflow runs were marked KILLED", style="yellow", markup=False)
+            raise typer.Exit(exit_code()) from None
+        except Exception as exc:  # noqa: BLE001 - the one place where every error is turned into an answer
+            _report(exc, bool(ctx.params.get("debug")) or os.environ.get("CAMU_ORCH_DEBUG") == "1")
+
+
+def _report(exc: Exception, debug: bool) -> None:
+    from orchestrator.errors import classify, redacted_traceback
+    from orchestrator.secrets import redact
+
+    failure = classify(exc)
+    if failure is None or debug:
+        err_console.print(redacted_traceback(exc), markup=False, highlight=False, end="")
+    if failure is None:
+        err_console.print(f"internal error (a bug in camu-orch): {type(exc).__name__}: {redact(str(exc))[:500]}",
+                          style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    _print_error(failure.message)
+    raise typer.Exit(failure.code) from None
+
+
+def _print_error(message: str) -> None:
+    from rich.text import Text
+
+    from orchestrator.secrets import redact
+
+    err_console.print(Text.assemble(("error: ", "red"), redact(message)), highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _print_error(message)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="CaMU machine unlearning on Ray (Train + Tune), tracked in MLflow.")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of every error")] = False) -> None:
+    """CaMU machine unlearning on Ray (Train + Tune), tracked in MLflow."""
 
 
 class Registry(str, Enum):
@@ -31,17 +90,47 @@ class Format(str, Enum):
     parquet = "parquet"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
-    raise typer.Exit(code)
-
-
 @app.command()
 def version() -> None:
     """Print the camu-orch version."""
     import camu
 
     typer.echo(f"camu-orch {__version__} (camu {camu.__version__})")
+
+
+DEPENDENCIES = ("torch", "torchvision", "ray", "mlflow", "pyarrow", "pandas", "pydantic", "yaml", "numpy", "sklearn",
+                "xgboost", "optuna", "safetensors", "typer", "rich")
+
+
+@app.command()
+def doctor() -> None:
+    """Check that this Python can run camu-orch jobs: every dependency imports, Ray is the pinned version.
+    Submissions run it on the cluster first (the preflight job).
+
+    Example: python -m orchestrator doctor
+    """
+    import importlib
+
+    from orchestrator import RAY_VERSION
+
+    problems = []
+    typer.echo(f"python {sys.version.split()[0]} at {sys.executable}")
+    for name in DEPENDENCIES:
+        try:
+            module = importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - any import failure is the answer
+            problems.append(f"{name}: cannot be imported ({type(err).__name__}: {err})")
+            continue
+        typer.echo(f"{name:<12} {getattr(module, '__version__', '?')}")
+    import camu.methods  # noqa: F401 - the project itself (from the working directory)
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.__version__ != RAY_VERSION:
+        problems.append(f"ray: {ray.__version__} is installed but camu-orch needs {RAY_VERSION}")
+    if problems:
+        _fail("this Python cannot run camu-orch jobs:\n" + "\n".join(f"  - {p}" for p in problems)
+              + "\ninstall the project's requirements (pip install -e .) in the environment that runs Ray")
+    typer.echo("ok")
 
 
 @app.command("ls")
@@ -58,38 +147,41 @@ def list_registry(what: Annotated[Registry, typer.Argument(help="which registry 
         typer.echo(f"{name:<16} {description}")
 
 
-SetOption = Annotated[Optional[list[str]], typer.Option(
+SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="override a job value, e.g. --set dataset.root=/data/mnist (repeatable)")]
+AddressOption = Annotated[str | None, typer.Option(help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")]
+TrackingOption = Annotated[str | None, typer.Option(help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")]
 
 
 @app.command()
 def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
              overrides: SetOption = None,
              no_data: Annotated[bool, typer.Option("--no-data", help="skip loading the data and building splits")] = False,
+             address: AddressOption = None,
              ) -> None:
-    """Check a job file without running it: schema, registry names and options, search space,
-    resources, and (unless --no-data) the data root and every scenario's split.
+    """Check a job file without running it: schema, registry names and options, search space, paths,
+    resources (of this machine, unless --address / RAY_ADDRESS names a cluster) and, unless --no-data,
+    the data and every scenario's split.
 
     Example: camu-orch validate jobs/quickstart.yaml
     """
-    from orchestrator.spec import JobSpecError
     from orchestrator.validate import check_job
 
-    try:
-        checked = check_job(job, check_data=not no_data, local=False, overrides=overrides)
-    except JobSpecError as err:
-        _fail(str(err))
+    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    checked = check_job(job, check_data=not no_data, local=not remote, overrides=overrides)
     spec = checked.spec
-    typer.echo(f"{job}: ok — {len(spec.scenarios)} scenario(s) x {len(spec.seeds)} seed(s), "
+    typer.echo(f"{job}: ok - {len(spec.scenarios)} scenario(s) x {len(spec.seeds)} seed(s), "
                f"{spec.sweep.num_samples} trial(s) each ({spec.sweep.search}), "
                f"{max(spec.resources.num_workers, 1)} worker(s) per run")
 
 
 @app.command()
 def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
-           address: Annotated[Optional[str], typer.Option(help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS; none: run here)")] = None,
+           address: AddressOption = None,
            overrides: SetOption = None,
            wait: Annotated[bool, typer.Option("--wait", help="with --address: follow the logs until the job ends")] = False,
+           no_check: Annotated[bool, typer.Option("--no-check", help="with --address: skip the preflight job that "
+                                                                      "checks the cluster can run camu-orch")] = False,
            ) -> None:
     """Run a job: original, oracle, CaMU sweep per scenario, all tracked in MLflow.
 
@@ -99,30 +191,30 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
     Example: camu-orch submit jobs/quickstart.yaml
     """
     from orchestrator.remote import resolve_address
-    from orchestrator.spec import JobSpecError
 
-    try:
-        address = resolve_address(address)
-    except JobSpecError as err:
-        _fail(str(err))
+    address = resolve_address(address)
     if address is None:
         _run(job, None, overrides)
         return
-    _submit_remote(job, address, overrides or [], wait)
+    _submit_remote(job, address, overrides or [], wait, check=not no_check)
 
 
-def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool) -> None:
+def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool, check: bool = True) -> None:
     from orchestrator import remote
-    from orchestrator.spec import JobSpecError
     from orchestrator.validate import check_job
 
+    checked = check_job(job, check_data=False, local=False, overrides=overrides)
+    for warning in remote.transport_warnings(address):
+        err_console.print(f"warning: {warning}", style="yellow", markup=False)
+    remote.check_cluster(address)
+    client = remote.client(address)
+    submission = remote.build_submission(checked.spec, job, overrides)
+    if check:
+        console.print("checking that the cluster can run camu-orch (preflight job; --no-check skips it)", markup=False)
+        remote.preflight(client, submission)
     try:
-        checked = check_job(job, check_data=False, local=False, overrides=overrides)
-        submission = remote.build_submission(checked.spec, job, overrides)
-        submission_id = remote.submit_with_retry(remote.client(address), submission)
-    except JobSpecError as err:
-        _fail(str(err))
-    except (ConnectionError, RuntimeError) as err:
+        submission_id = remote.submit_with_retry(client, submission)
+    except RuntimeError as err:
         _fail(f"--address: could not submit to {address}: {err}")
     console.print(f"submitted {submission_id} to {address}", markup=False)
     console.print(f"follow it: camu-orch logs {submission_id} --follow --address {address}", markup=False)
@@ -149,19 +241,12 @@ def _follow(address: str, submission_id: str) -> int:
     return 0 if status == "SUCCEEDED" else 1
 
 
-AddressOption = Annotated[Optional[str], typer.Option(help="Ray dashboard URL (default: RAY_ADDRESS)")]
-
-
-def _cluster(address: Optional[str]):  # noqa: ANN202
+def _cluster(address: str | None):
     from orchestrator import remote
-    from orchestrator.spec import JobSpecError
 
-    try:
-        resolved = remote.resolve_address(address)
-    except JobSpecError as err:
-        _fail(str(err))
+    resolved = remote.resolve_address(address)
     if not resolved:
-        _fail("no cluster: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+        _fail("--address: no cluster; pass --address http://HEAD:8265 or set RAY_ADDRESS")
     return resolved, remote.client(resolved)
 
 
@@ -209,19 +294,8 @@ def run(job: Annotated[Path, typer.Argument(help="job YAML")], overrides: SetOpt
     _run(job, os.environ.get("RAY_ADDRESS"), overrides)
 
 
-def _interrupt_on_sigterm() -> None:
-    """`camu-orch stop` (Ray stops a job with SIGTERM) and schedulers end jobs with SIGTERM: treat it like
-    Ctrl-C so that the open MLflow runs are marked KILLED instead of being left RUNNING."""
-    import signal
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = None) -> None:
-    def start():  # noqa: ANN202 - pipeline.JobOutcome
+def _run(job: Path, address: str | None, overrides: list[str] | None = None) -> None:
+    def start():
         from orchestrator.pipeline import run_job
         from orchestrator.validate import check_job
 
@@ -231,29 +305,23 @@ def _run(job: Path, address: Optional[str], overrides: Optional[list[str]] = Non
 
 
 def _execute(job: Callable[[], object]) -> None:
-    """Run a job-starting callable: SIGTERM acts like Ctrl-C, bad input and unreachable services exit 2
-    with the message, an interruption exits 130 (runs marked KILLED), success prints the outcome."""
+    """Run a job-starting callable (SIGTERM acts like Ctrl-C: open runs are marked KILLED) and print
+    the outcome; errors are answered by ``GuardedGroup``."""
     import time
 
-    from orchestrator.spec import JobSpecError
+    from orchestrator.lifecycle import interrupt_on_sigterm
 
-    _interrupt_on_sigterm()
+    interrupt_on_sigterm()
     start = time.perf_counter()
-    try:
-        outcome = job()
-    except (JobSpecError, LookupError, ConnectionError) as err:
-        _fail(str(err))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: open MLflow runs were marked KILLED[/yellow]")
-        raise typer.Exit(130)
+    outcome = job()
     _print_outcome(outcome, start)
 
 
-def _print_outcome(outcome, start: float) -> None:  # noqa: ANN001 - pipeline.JobOutcome
+def _print_outcome(outcome, start: float) -> None:
     import time
 
     from orchestrator.results import render_text
-    from orchestrator.tracking import redact
+    from orchestrator.secrets import redact
 
     console.print(render_text(outcome.summary), markup=False)
     uri = redact(outcome.tracking_uri)
@@ -269,15 +337,14 @@ def _print_outcome(outcome, start: float) -> None:  # noqa: ANN001 - pipeline.Jo
 
 @app.command()
 def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or parent run id")],
-           tracking_uri: Annotated[Optional[str], typer.Option(help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")] = None,
-           ) -> None:
+           tracking_uri: TrackingOption = None) -> None:
     """Continue an interrupted job: finished stages and trials are not redone, unfinished trials continue
     from their last checkpoint, and the MLflow run tree is continued, not duplicated.
 
     Example: camu-orch resume quickstart
     """
 
-    def start():  # noqa: ANN202 - pipeline.JobOutcome
+    def start():
         from orchestrator.pipeline import resume_job
 
         return resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"))
@@ -288,24 +355,38 @@ def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or p
 @app.command()
 def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or parent run id")],
             format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-            output: Annotated[Optional[str], typer.Option("--output", "-o", help="write to FILE")] = None,
-            tracking_uri: Annotated[Optional[str], typer.Option(help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")] = None,
+            output: Annotated[Path | None, typer.Option("--output", "-o", help="write to FILE")] = None,
+            tracking_uri: TrackingOption = None,
             ) -> None:
     """Print a job's summary: one row per (scenario, method, trial).
 
     Example: camu-orch results quickstart --format json
     """
     from orchestrator.results import load_summary, write_table
-    from orchestrator.tracking import Tracker, default_tracking_uri
+    from orchestrator.tracking import open_store
 
-    try:
-        _, table = load_summary(Tracker(tracking_uri or default_tracking_uri()), ident)
-        text = write_table(table, format.value, output)
-    except (LookupError, ValueError) as err:
-        _fail(str(err))
+    if output is not None and not output.parent.is_dir():
+        _fail(f"--output: folder {output.parent} does not exist; create it or write elsewhere")
+    if format == Format.parquet and output is None:
+        _fail("--format parquet: give -o FILE (Parquet is binary)")
+    _, table = load_summary(open_store(tracking_uri), ident)
+    text = write_table(table, format.value, str(output) if output else None)
     if text is not None:
         sys.stdout.write(text + "\n")
 
 
+def main() -> None:
+    """Console-script entry point (``camu-orch``) and ``python -m orchestrator``. An interrupted job
+    leaves at once once its runs are marked KILLED (see ``lifecycle.exit_now``)."""
+    from orchestrator.lifecycle import exit_now, stopping
+
+    try:
+        app()
+    except SystemExit as exc:
+        if stopping():
+            exit_now(exc.code if isinstance(exc.code, int) else 1)
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +27,25 @@ from camu.scenarios import retain_indices, save_split
 from camu.weights import load_weights, save_weights
 from orchestrator import results
 from orchestrator.cache import entry, model_key
-from orchestrator.launch import make_trainer
+from orchestrator.launch import fit_trainer, make_trainer
+from orchestrator.lifecycle import reinstall_after_ray_init
 from orchestrator.naming import content_hash, train_run_name, trial_key
+from orchestrator.original import load_original_weights
+from orchestrator.placement import PlacementGroupReaper
 from orchestrator.progress import say, stage
+from orchestrator.secrets import redact, redact_data
 from orchestrator.selection import OBJECTIVE, objective
 from orchestrator.spec import JobSpec, JobSpecError
 from orchestrator.sweep import read_final_metrics, run_sweep, run_trial
-from orchestrator.tracking import Tracker, closing_runs, default_tracking_uri, flatten, redact
+from orchestrator.tracking import Tracker, closing_runs, default_tracking_uri, flatten, open_store
+from orchestrator.uris import tracking_uri_problem
 from orchestrator.validate import CheckedJob, base_camu_params
-from orchestrator.workers import evaluate_weights, new_model, supervised_worker
+from orchestrator.workers import (
+    evaluate_weights,
+    new_model,
+    remove_stale_checkpoint_folders,
+    supervised_worker,
+)
 
 
 @dataclass
@@ -64,11 +75,14 @@ def ensure_ray(spec: JobSpec, address: str | None = None) -> None:
         return
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or None)
+        reinstall_after_ray_init()
         return
     need = spec.resources.cpus_per_worker * max(spec.resources.num_workers, 1) * spec.sweep.max_concurrent_trials + 1
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
              num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
-    say(f"    local Ray started ({ray.cluster_resources().get('CPU', 0):g} CPUs); worker logs: /tmp/ray/session_latest/logs")
+    reinstall_after_ray_init()
+    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+    say(f"    local Ray started ({ray.cluster_resources().get('CPU', 0):g} CPUs); worker logs: {logs}")
 
 
 def check_cluster_resources(spec: JobSpec) -> None:
@@ -132,8 +146,8 @@ def _train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.
                                 "resources": spec.resources.model_dump()})
     config = {**base, "recipe": recipe, "split_path": split_path, "tracking_uri": ctx.uri, "run_id": run_id,
               "out_dir": str(cached.folder)}
-    make_trainer(supervised_worker, config, spec.resources, train_run_name(spec.name, role, key[:12]),
-                 ctx.storage).fit()
+    fit_trainer(make_trainer(supervised_worker, config, spec.resources, train_run_name(spec.name, role, key[:12]),
+                             ctx.storage), spec.resources)
     seconds = json.loads((cached.folder / "train.json").read_text())["train_seconds"]
     tracker.log_artifact(run_id, cached.weights, "model")
     cached.write_meta({"run_id": run_id, "train_seconds": seconds, "role": role, "recipe": recipe})
@@ -144,13 +158,11 @@ def _train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.
 
 
 def _load_original(ctx: JobRun) -> Stage:
-    """``original.uri``: a local weights file or an MLflow URI, checked to fit the model (no pickles)."""
+    """``original.uri``: a local weights file or an MLflow URI (only its safetensors / weights-only state
+    dict is read, never a pickle), checked to fit the model, stored as safetensors in the cache."""
     uri = ctx.spec.original.uri
     folder = Path(ctx.cache_dir) / f"loaded-{content_hash(uri)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    local = Path(uri).expanduser() if "://" not in uri else ctx.tracker.download_uri(uri, folder)
-    data = ctx.data
-    model = load_weights(new_model(_worker_config(ctx.spec), data, 0), local)
+    model = load_original_weights(ctx.tracker, uri, new_model(_worker_config(ctx.spec), ctx.data, 0), folder)
     weights = save_weights(model, folder / "weights.safetensors")
     run_id = ctx.tracker.find_or_create_run(ctx.experiment_id, "original-loaded",
                                             {"camu.role": "original", "camu.source_uri": redact(uri)},
@@ -184,7 +196,7 @@ class JobRun:
     runs: list[str]
 
     @property
-    def data(self):  # noqa: ANN201 - ImageData
+    def data(self):
         return self.checked.data
 
 
@@ -277,12 +289,12 @@ def _register_best(ctx: JobRun, scenario: str, child: str, rows: list[dict[str, 
         return {}
     spec = ctx.spec
     seed_dir = ctx.job_dir / "trials" / f"{scenario}-seed{best_overall['seed']}"
-    model = load_weights(new_model(_worker_config(spec), ctx.data, 0), seed_dir / best_overall["trial_id"] /
-                         "weights.safetensors")
+    weights = seed_dir / best_overall["trial_id"] / "weights.safetensors"
+    model = load_weights(new_model(_worker_config(spec), ctx.data, 0), weights)
     example = ctx.data.test.fetch(torch.arange(2), torch.device("cpu")).numpy()
     name = f"{spec.tracking.registered_model or 'camu-' + spec.name}-{scenario}"
     uri, version = ctx.tracker.log_and_register_model(
-        best_overall["run_id"], results.LogitsOnly(model.eval()), example, name,
+        best_overall["run_id"], results.LogitsOnly(model.eval()), example, weights, name,
         {"camu.scenario": scenario, "camu.trial_id": best_overall["trial_id"], "camu.job": spec.name})
     ctx.tracker.set_tags(child, {"camu.best_trial_id": best_overall["trial_id"], "camu.best_run_id": best_overall["run_id"],
                                  "camu.registered_model": f"{name}/{version}"})
@@ -300,21 +312,22 @@ def resume_job(ident: str, tracking_uri: str | None = None, address: str | None 
     recorded in its parent run) and the same submission, so finished stages are reused (model cache,
     finished trials), unfinished Tune trials continue from their last Train checkpoint, and the MLflow
     run tree is continued rather than duplicated."""
-    import tempfile
-
     from orchestrator.validate import check_job
 
-    tracker = Tracker(tracking_uri or default_tracking_uri(workdir))
-    tracker.ping()
+    tracker = open_store(tracking_uri or default_tracking_uri(workdir))
     parent = results.find_job_run(tracker, ident)
     submission = parent.data.tags.get("camu.submission")
     if not submission:
         raise LookupError(f"run {parent.info.run_id} is not a camu-orch job run")
     with tempfile.TemporaryDirectory() as tmp:
-        job_file = tracker.download(parent.info.run_id, "job.yaml", tmp)
+        try:
+            job_file = tracker.download(parent.info.run_id, "job.yaml", tmp)
+        except Exception as err:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            raise LookupError(f"run {parent.info.run_id} has no job.yaml artifact ({str(err)[:200]}), so its job "
+                              f"cannot be resumed; submit the job file again") from None
         checked = check_job(job_file, check_data=True, local=address is None)
-    if checked.spec.tracking.uri is None:
-        checked.spec.tracking.uri = tracker.uri
+    # the recorded job.yaml has its credentials redacted: the store is the one being resumed from
+    checked.spec.tracking.uri = tracker.uri
     say(f"resuming job {checked.spec.name} (submission {submission}, parent run {parent.info.run_id}, "
         f"was {parent.info.status})")
     return run_job(checked, address=address, submission=submission, workdir=workdir)
@@ -326,6 +339,9 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
     spec = checked.spec
     workdir = Path(workdir or os.getcwd()).resolve()
     uri = spec.tracking.uri or default_tracking_uri(workdir)
+    problem = tracking_uri_problem(uri)
+    if problem:  # MLFLOW_TRACKING_URI is checked here (a job file's tracking.uri already was)
+        raise JobSpecError("MLFLOW_TRACKING_URI", [f"MLFLOW_TRACKING_URI: {problem}"])
     tracker = Tracker(uri)
     tracker.ping()  # an unreachable store fails before Ray starts or anything trains
     ensure_ray(spec, address)
@@ -342,14 +358,12 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
                                         {"camu.role": "job", "camu.job": spec.name, "camu.submission": submission,
                                          "camu.spec_hash": spec_hash}, key=f"job:{spec.name}:{submission}")
     job_dir = Path(storage if "://" not in storage else cache_dir) / spec.name / submission
-    job_dir.mkdir(parents=True, exist_ok=True)
     ctx = JobRun(spec, checked, tracker, uri, experiment_id, exp_name, parent, storage, cache_dir, job_dir, [parent])
     registered: dict[str, str] = {}
-    with closing_runs(tracker, ctx.runs):
-        params = spec.model_dump(mode="json")
-        params["tracking"]["uri"] = redact(params["tracking"]["uri"]) if params["tracking"]["uri"] else None
-        tracker.log_params(parent, flatten(params))
-        tracker.log_text(parent, yaml.safe_dump(checked.raw, sort_keys=False), "job.yaml")
+    with closing_runs(tracker, ctx.runs), PlacementGroupReaper():
+        job_dir.mkdir(parents=True, exist_ok=True)
+        tracker.log_params(parent, flatten(redact_data(spec.model_dump(mode="json"))))
+        tracker.log_text(parent, yaml.safe_dump(redact_data(checked.raw), sort_keys=False), "job.yaml")
         stage(1, f"splits: {len(checked.splits)} (scenario, seed) pair(s)")
         stage(2, "original model")
         original = _load_original(ctx) if spec.original.uri else _train_stage(
@@ -359,6 +373,7 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
         for index in range(len(spec.scenarios)):
             registered.update(_scenario(ctx, index, original, rows))
         stage(5, "summary")
+        remove_stale_checkpoint_folders()
         summary = results.to_table(rows)
         tracker.log_parquet(parent, summary, "eval/summary.parquet")
         for sc, model_uri in registered.items():

@@ -1,8 +1,10 @@
 """Submitting jobs to a running Ray cluster through the Ray Jobs API (plain HTTP, not Ray Client).
 
 The project directory travels as the runtime_env ``working_dir`` (data, stores, checkpoints and
-caches excluded); the entrypoint is ``camu-orch run JOB`` on the cluster. Tracking settings travel
-as environment variables; a tracking store that only exists on this machine is refused first.
+caches excluded); the entrypoint is ``python -m orchestrator run JOB`` with the cluster's Python, so a
+node needs only the project's dependencies (the Ray image plus requirements), not this project's
+console script. Tracking settings travel as environment variables; a tracking store that only exists
+on this machine is refused first.
 Ray's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) goes into the request
 headers only: never into job files, runtime_env, logs or MLflow.
 """
@@ -20,11 +22,44 @@ from orchestrator.spec import JobSpec, JobSpecError
 # Never uploaded with the code: data, local stores, run outputs, environments, VCS metadata.
 EXCLUDES = [".git", ".venv", "venv", "data", "mlflow.db", "*.db", "mlartifacts", "camu_runs",
             ".camu-cache", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "*.safetensors", "*.pt", "*.pth",
-            ".whl", ".gl", "*.egg-info"]
+            ".whl", ".gl", "*.egg-info",
+            # secrets: compose .env files with passwords, tokens
+            ".env", "*.env", ".env.*", "auth_token", "*.pem", "*.key"]
 # Credentials MLflow clients read; forwarded to the job when set here, never printed or logged.
 MLFLOW_SECRET_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 PASSTHROUGH_VARS = ("MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
                     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def transport_warnings(address: str) -> list[str]:
+    """Warnings about how this submission travels: a token sent in clear over the network."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if auth_headers() and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        return [f"the Ray auth token goes to {parts.hostname} over plain http; anyone on the network path can read "
+                f"it. Use https (a TLS proxy in front of the dashboard) or an SSH tunnel to localhost"]
+    return []
+
+
+def check_cluster(address: str) -> None:
+    """Refuse, before sending anything, a cluster whose Ray differs from the one the job was written for
+    (the entrypoint runs with the cluster's Python and packages)."""
+    import ray
+    import requests
+
+    try:
+        reply = requests.get(f"{address.rstrip('/')}/api/version", headers=auth_headers(), timeout=10)
+        cluster = str(reply.json().get("ray_version", "")) if reply.ok else ""
+    except (requests.RequestException, ValueError):
+        return  # the submission itself reports an unreachable or odd endpoint
+    if cluster and cluster != ray.__version__:
+        raise JobSpecError("--address", [f"--address: the cluster at {address} runs Ray {cluster} but camu-orch needs "
+                                         f"Ray {ray.__version__}; start the cluster from the project's image "
+                                         f"(cluster/images/Dockerfile) or install ray=={ray.__version__} on its nodes"])
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -63,7 +98,7 @@ def remote_tracking_uri(spec: JobSpec) -> str:
 
 def job_env(spec: JobSpec) -> dict[str, str]:
     """Environment variables for the job: tracking URI and credentials, selected Ray Train settings."""
-    env = {"MLFLOW_TRACKING_URI": remote_tracking_uri(spec)}
+    env = {"MLFLOW_TRACKING_URI": remote_tracking_uri(spec), "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     for name in MLFLOW_SECRET_VARS + PASSTHROUGH_VARS:
         if os.environ.get(name):
             env[name] = os.environ[name]
@@ -88,7 +123,7 @@ def build_submission(spec: JobSpec, job_path: Path, overrides: list[str]) -> dic
     except ValueError:
         raise JobSpecError(str(job_path), [f"(file): {job_path} is outside the project {root} that travels to the "
                                            f"cluster; copy it under {root / 'jobs'}"]) from None
-    args = ["camu-orch", "run", str(relative)] + [a for o in overrides for a in ("--set", o)]
+    args = ["python", "-m", "orchestrator", "run", str(relative)] + [a for o in overrides for a in ("--set", o)]
     extra = _cluster_runtime_env(root)
     return {
         "entrypoint": shlex.join(args),
@@ -116,6 +151,38 @@ def _cluster_runtime_env(root: Path) -> dict[str, Any]:
     return {"excludes": data.get("excludes", []), "env_vars": {k: str(v) for k, v in data.get("env_vars", {}).items()}}
 
 
+PREFLIGHT_TIMEOUT_S = 300
+
+
+def preflight(client: Any, submission: dict[str, Any], timeout_s: float = PREFLIGHT_TIMEOUT_S) -> None:
+    """Before the real job, run ``python -m orchestrator doctor`` on the cluster with the same runtime_env
+    (its upload is reused by the job): the cluster's ``python`` must import the project and every dependency
+    at the pinned Ray version. A failure is a ``JobSpecError`` quoting the probe's last log lines."""
+    import time
+
+    probe = {**submission, "entrypoint": "python -m orchestrator doctor",
+             "submission_id": submission["submission_id"].replace("camu-", "camu-preflight-", 1),
+             "metadata": {"camu.preflight": "true"}}
+    probe_id = submit_with_retry(client, probe)
+    deadline = time.monotonic() + timeout_s
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(client.get_job_status(probe_id).value)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(1)
+    if status == "SUCCEEDED":
+        return
+    logs = client.get_job_logs(probe_id)[-1500:] if status else ""
+    if status not in ("FAILED", "STOPPED"):
+        client.stop_job(probe_id)
+    raise JobSpecError("--address", [
+        f"--address: the cluster cannot run camu-orch jobs (preflight {probe_id}: {status or 'no answer'} after "
+        f"{timeout_s:.0f}s). The entrypoint runs `python -m orchestrator` with the `python` on the cluster nodes' PATH, "
+        f"which must have the project's dependencies: start Ray from that environment (activate it before "
+        f"`ray start`) or use cluster/images/Dockerfile. Skip this check with --no-check. Probe output:\n{logs}"])
+
+
 def submit_with_retry(client: Any, submission: dict[str, Any], attempts: int = 12) -> str:
     """Submit; a freshly started head answers "no available agent" for a few seconds, so retry that."""
     import time
@@ -130,7 +197,7 @@ def submit_with_retry(client: Any, submission: dict[str, Any], attempts: int = 1
     raise AssertionError("unreachable")
 
 
-def client(address: str):  # noqa: ANN201 - ray.job_submission.JobSubmissionClient
+def client(address: str):
     from ray.job_submission import JobSubmissionClient
 
     return JobSubmissionClient(address, headers=auth_headers())

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from orchestrator.secrets import redact
 from orchestrator.tracking import Tracker
 
 METRIC_COLUMNS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_forget_member_rate",
@@ -81,16 +82,28 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 # ----------------------------------------------------------------------------- reading back
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 def find_job_run(tracker: Tracker, ident: str) -> Any:
     """A job's parent run by run id, or the newest job run with that name across experiments."""
+    where = f"in {redact(tracker.uri)}; check the name or pass --tracking-uri"
     if re.fullmatch(r"[0-9a-f]{32}", ident):
-        return tracker.client.get_run(ident)
+        try:
+            run = tracker.client.get_run(ident)
+        except Exception as err:
+            raise LookupError(f"no run with id {ident} {where}") from err
+        if run.data.tags.get("camu.role") != "job":
+            raise LookupError(f"run {ident} is not a camu-orch job run (role {run.data.tags.get('camu.role', 'none')}); "
+                              f"give the job's parent run id or its name")
+        return run
+    if not JOB_NAME.fullmatch(ident):
+        raise LookupError(f"{ident[:80]!r} is neither a job name (letters, digits, _ . -) nor a 32-hex run id")
     experiments = [e.experiment_id for e in tracker.client.search_experiments()]
     runs = tracker.client.search_runs(experiments, f"tags.`camu.role` = 'job' and tags.`camu.job` = '{ident}'",
-                                      max_results=1, order_by=["attributes.start_time DESC"])
+                                      max_results=1, order_by=["attributes.start_time DESC"]) if experiments else []
     if not runs:
-        raise LookupError(f"no job run named {ident!r} (or run id) in {tracker.uri}; "
-                          f"check the name or pass --tracking-uri")
+        raise LookupError(f"no job run named {ident!r} {where}")
     return runs[0]
 
 
@@ -100,7 +113,7 @@ def load_summary(tracker: Tracker, ident: str) -> tuple[Any, pa.Table]:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = tracker.download(run.info.run_id, SUMMARY_ARTIFACT, tmp)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise LookupError(f"job run {run.info.run_id} has no {SUMMARY_ARTIFACT} (status {run.info.status}); "
                               f"it did not finish") from err
         return run, pq.read_table(path)

@@ -1,19 +1,36 @@
-"""The job file as a typed spec. ``load_job`` parses YAML and validates it in two passes:
-the pydantic schema (types, unknown keys) and the registry pass (names and per-entry options,
-see ``orchestrator.validate``). Every error is collected and reported at once, before Ray starts.
+"""The job file as a typed spec. ``orchestrator.validate.check_job`` reads the YAML
+(``orchestrator.jobfile``) and validates it in two passes: the pydantic schema below (types, ranges,
+unknown keys, URI forms) and the registry pass (names and per-entry options). Every error is collected
+and reported at once, each as 'field: what and how to fix', before Ray starts.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+import math
+import re
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from camu.schema import Seed, StrictModel
 from camu.training import TrainRecipe
+from orchestrator.uris import UriError, model_source, tracking_uri_problem
 
 ALLOWED_SPACE_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
+MAX_TRIALS = 10_000          # trials per (scenario, seed) a sweep may ask for, grids included
+MAX_CHOICES = 1_000          # values in one choice/grid dimension
+RAY_RESOURCE_STEP = 1e-4     # Ray schedules fractional resources in steps of 0.0001
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+"""A name used in run names and folder names: starts with a letter or digit, then letters, digits, _ . -"""
+RegistryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 
 
 class JobSpecError(ValueError):
@@ -24,15 +41,14 @@ class JobSpecError(ValueError):
         super().__init__(f"{path}: {len(errors)} problem(s)\n" + "\n".join(f"  - {e}" for e in errors))
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Strict = StrictModel
 
 
 class NamedOptions(BaseModel):
     """``name`` plus that registry entry's options, flat (checked against the entry in pass two)."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(min_length=1, max_length=100)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -43,7 +59,18 @@ class OriginalSpec(Strict):
     """Where the model to unlearn comes from: trained by the job (``recipe``) or loaded (``uri``)."""
 
     recipe: TrainRecipe | None = None
-    uri: str | None = Field(None, description="local weights file (.safetensors / .pt state dict) or models:/ URI")
+    uri: str | None = Field(None, description="local weights file (.safetensors / .pt state dict), "
+                                              "runs:/RUN_ID/PATH or models:/NAME/VERSION")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_source(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            try:
+                model_source(uri)
+            except UriError as err:
+                raise ValueError(str(err)) from None
+        return uri
 
     @model_validator(mode="after")
     def _one_source(self) -> OriginalSpec:
@@ -61,8 +88,8 @@ class ScenarioSpec(BaseModel):
     """A named forgetting scenario: ``kind`` plus that kind's options."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="letters, digits, _ . - (used in run names)")
-    kind: str
+    name: Name = Field(description="letters, digits, _ . - (used in run names)")
+    kind: str = Field(min_length=1, max_length=100)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -80,63 +107,109 @@ class ObjectiveSpec(Strict):
     """Sweep objective: the average gap to the oracle over (RA, FA, TA, MIA), lower is better, with
     floors so that a collapsed model never wins."""
 
-    ra_max_drop: float = Field(10.0, ge=0, description="RA may be at most this many points below the oracle's")
-    ta_retained_max_drop: float = Field(10.0, ge=0, description="likewise for test accuracy on retained classes")
-    penalty: float = Field(100.0, gt=0, description="added to the gap of a trial below a floor")
+    ra_max_drop: float = Field(10.0, ge=0, le=100, description="RA may be at most this many points below the oracle's")
+    ta_retained_max_drop: float = Field(10.0, ge=0, le=100, description="likewise for test accuracy on retained classes")
+    penalty: float = Field(100.0, gt=0, le=1e6, description="added to the gap of a trial below a floor")
+
+
+def space_dimension_problem(kind: str, arg: Any) -> str | None:
+    """Why one search dimension ``{kind: arg}`` is malformed (bounds, values), or None."""
+    if kind in ("uniform", "loguniform", "randint"):
+        if not isinstance(arg, list) or len(arg) != 2:
+            return f"{kind}: give [low, high], e.g. {{{kind}: [1, 10]}}"
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in arg):
+            return f"{kind}: the bounds {arg} must be numbers (write 1.0e-3, not '1e-3' in quotes)"
+        if not all(math.isfinite(b) for b in arg):
+            return f"{kind}: the bounds {arg} must be finite"
+        if arg[0] >= arg[1]:
+            return f"{kind}: give [low, high] with low < high (got {arg})"
+        if kind == "loguniform" and arg[0] <= 0:
+            return "loguniform: the low bound must be > 0"
+        if kind == "randint" and not all(float(b).is_integer() for b in arg):
+            return f"randint: the bounds {arg} must be whole numbers"
+        return None
+    if not isinstance(arg, list) or not arg:
+        return f"{kind}: give a non-empty list of values"
+    if len(arg) > MAX_CHOICES:
+        return f"{kind}: {len(arg)} values; at most {MAX_CHOICES}"
+    if any(isinstance(v, float) and not math.isfinite(v) for v in arg):
+        return f"{kind}: the values must be finite"
+    return None
 
 
 class SweepSpec(Strict):
     search: Literal["random", "grid", "optuna"] = "random"
-    num_samples: int = Field(4, ge=1, le=10000, description="trials per scenario and seed (per grid point for grid)")
-    max_concurrent_trials: int = Field(1, ge=1)
-    seed: int = 0
-    space: dict[str, Any] = Field(default_factory=dict, description="CaMU parameter -> {uniform|loguniform|randint: [lo, hi]} | {choice|grid: [...]} | constant")
+    num_samples: int = Field(4, ge=1, le=MAX_TRIALS, description="trials per scenario and seed (per grid point for grid)")
+    max_concurrent_trials: int = Field(1, ge=1, le=1024)
+    seed: Seed = 0
+    space: dict[str, Any] = Field(default_factory=dict, description="CaMU parameter -> {uniform|loguniform|randint: "
+                                                                    "[lo, hi]} | {choice|grid: [...]} | constant")
     scheduler: Literal["none", "asha"] = "none"
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
-    reduction_factor: int = Field(2, ge=2)
+    grace_period: int = Field(1, ge=1, le=1000, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: int = Field(2, ge=2, le=100)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
-    max_failures: int = Field(1, ge=0, description="Tune retries of a failed trial before it is recorded as failed")
+    max_failures: int = Field(1, ge=0, le=100, description="Tune retries of a failed trial before it is recorded as failed")
 
     @field_validator("space")
     @classmethod
     def _space_shape(cls, space: dict[str, Any]) -> dict[str, Any]:
+        problems = []
         for key, value in space.items():
             if isinstance(value, dict):
                 if len(value) != 1 or next(iter(value)) not in ALLOWED_SPACE_KINDS:
-                    raise ValueError(f"space.{key}: use exactly one of {ALLOWED_SPACE_KINDS}, e.g. {{loguniform: [1e-4, 1e-2]}}")
-                kind, arg = next(iter(value.items()))
-                if kind in ("uniform", "loguniform", "randint") and (not isinstance(arg, list) or len(arg) != 2 or arg[0] >= arg[1]):
-                    raise ValueError(f"space.{key}.{kind}: give [low, high] with low < high")
-                if kind in ("choice", "grid") and (not isinstance(arg, list) or not arg):
-                    raise ValueError(f"space.{key}.{kind}: give a non-empty list of values")
-                if kind == "loguniform" and arg[0] <= 0:
-                    raise ValueError(f"space.{key}.loguniform: the low bound must be > 0")
+                    problems.append(f"space.{key}: use exactly one of {', '.join(ALLOWED_SPACE_KINDS)}, "
+                                    f"e.g. {{loguniform: [1.0e-4, 1.0e-2]}}")
+                    continue
+                problem = space_dimension_problem(*next(iter(value.items())))
+                if problem:
+                    problems.append(f"space.{key}.{problem}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"space.{key}: {value} is not a finite number")
+        if problems:
+            raise ValueError("\n".join(problems))
         return space
 
     @model_validator(mode="after")
-    def _grid_only_with_grid(self) -> SweepSpec:
-        grids = [k for k, v in self.space.items() if isinstance(v, dict) and "grid" in v]
+    def _grid_rules(self) -> SweepSpec:
+        grids = {k: v["grid"] for k, v in self.space.items() if isinstance(v, dict) and "grid" in v}
         if grids and self.search != "grid":
-            raise ValueError(f"space.{grids[0]}: 'grid' needs search: grid (or use 'choice' with {self.search})")
+            raise ValueError(f"space.{next(iter(grids))}: 'grid' needs search: grid (or use 'choice' with {self.search})")
+        total = math.prod(len(v) for v in grids.values() if isinstance(v, list)) * self.num_samples
+        if total > MAX_TRIALS:
+            raise ValueError(f"space: the grid times num_samples makes {total:,} trials per scenario and seed; "
+                             f"at most {MAX_TRIALS:,} (shrink the grid or use search: optuna)")
         return self
+
+
+def _resource_step_problem(value: float, name: str) -> str | None:
+    if value and (value < RAY_RESOURCE_STEP or abs(round(value / RAY_RESOURCE_STEP) * RAY_RESOURCE_STEP - value) > 1e-9):
+        return f"{name}: {value} is finer than Ray's resource resolution ({RAY_RESOURCE_STEP}); round it to 4 decimals"
+    return None
 
 
 class ResourcesSpec(Strict):
     num_workers: int = Field(1, ge=0, le=1024, description="Train workers per run (0 = in-process local mode)")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0, description="fractions only with num_workers: 1")
-    worker_max_failures: int = Field(2, ge=-1, description="restarts of a crashed worker group from its last "
-                                                             "checkpoint before the run fails (-1: unlimited)")
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, description="fractions only with num_workers: 1")
+    worker_max_failures: int = Field(2, ge=-1, le=1000, description="restarts of a crashed worker group from its last "
+                                                                      "checkpoint before the run fails (-1: unlimited)")
+    start_attempts: int = Field(3, ge=1, le=100, description="attempts to start a run's worker group (each waits up to "
+                                                             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, default 60 s) "
+                                                             "before the run fails for lack of resources")
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="the global batch is fixed, so no scaling is needed; linear multiplies lrs by num_workers")
 
     @model_validator(mode="after")
     def _fractional_gpus(self) -> ResourcesSpec:
+        problems = [p for p in (_resource_step_problem(self.cpus_per_worker, "cpus_per_worker"),
+                                _resource_step_problem(self.gpus_per_worker, "gpus_per_worker")) if p]
         if self.num_workers > 1 and 0 < self.gpus_per_worker < 1:
-            raise ValueError("gpus_per_worker: a fraction of a GPU works only with num_workers: 1 "
-                             "(two DDP ranks on one GPU make NCCL fail); use whole GPUs")
+            problems.append("gpus_per_worker: a fraction of a GPU works only with num_workers: 1 "
+                            "(two DDP ranks on one GPU make NCCL fail); use whole GPUs")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
-            raise ValueError("gpus_per_worker: above 1 it must be a whole number")
+            problems.append("gpus_per_worker: above 1 it must be a whole number")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -145,25 +218,37 @@ class ResourcesSpec(Strict):
 
 
 class TrackingSpec(Strict):
-    experiment: str | None = Field(None, description="MLflow experiment (default: the job name)")
+    experiment: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$",
+                                   description="MLflow experiment (default: the job name)")
     uri: str | None = Field(None, description="tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
-    registered_model: str | None = Field(None, description="registry name of the best model (default camu-<job name>)")
+    registered_model: RegistryName | None = Field(None, description="registry name prefix of the best models "
+                                                                    "(default camu-<job name>); letters, digits, _ . -")
+
+    @field_validator("uri")
+    @classmethod
+    def _store(cls, uri: str | None) -> str | None:
+        problem = tracking_uri_problem(uri) if uri is not None else None
+        if problem:
+            raise ValueError(problem)
+        return uri
 
 
 class StorageSpec(Strict):
-    path: str | None = Field(None, description="Tune/Train storage (shared FS or s3://... on multi-node); default ./camu_runs")
-    cache_dir: str | None = Field(None, description="content-addressed cache of original/oracle models; default ./.camu-cache")
+    path: str | None = Field(None, min_length=1, description="Tune/Train storage (shared FS or s3://... on multi-node); "
+                                                             "default ./camu_runs")
+    cache_dir: str | None = Field(None, min_length=1, description="content-addressed cache of original/oracle models; "
+                                                                  "default ./.camu-cache")
     shared: bool = Field(False, description="true when path and cache_dir are on a filesystem every node mounts (NFS); "
                                             "required for local paths on a multi-node cluster")
 
 
 class JobSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="letters, digits, _ . -")
+    name: Name = Field(description="letters, digits, _ . - (at most 64; used in run and folder names)")
     dataset: NamedOptions
     model: NamedOptions
     original: OriginalSpec = Field(default_factory=OriginalSpec)
-    scenarios: list[ScenarioSpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    scenarios: list[ScenarioSpec] = Field(min_length=1, max_length=100)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
     camu: CamuSpec = Field(default_factory=CamuSpec)
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -182,17 +267,45 @@ class JobSpec(Strict):
         return self
 
 
-def _format_pydantic(err: ValidationError) -> list[str]:
+FRIENDLY = {
+    "extra_forbidden": "unknown key; remove it or check its spelling",
+    "missing": "required; add it",
+    "string_pattern_mismatch": "use letters, digits, _ . - (starting with a letter or digit)",
+    "finite_number": "must be a finite number (not .inf or .nan)",
+}
+
+
+def format_validation_error(err: ValidationError, prefix: str = "", extra_key: str = "unknown key") -> list[str]:
+    """Pydantic errors as 'field: what and how to fix' lines (``prefix`` names the enclosing block)."""
     out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "") or "(top level)"
+        msg = FRIENDLY.get(e["type"], e["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
-        elif e["type"] == "missing":
-            msg = "required; add it"
-        out.append(f"{loc}: {msg}")
+            msg = msg.replace("unknown key", extra_key)
+        value = e.get("input")
+        if e["type"] not in ("extra_forbidden", "missing", "value_error") and _shown(value):
+            msg += f" (got {value!r})"
+        out += [_located(loc, line) for line in msg.split("\n")]
     return out
+
+
+def _located(loc: str, line: str) -> str:
+    """'sweep' + 'space.lr.uniform: ...' -> 'sweep.space.lr.uniform: ...': a validator that reports several
+    problems starts each line with the path below the field it checks."""
+    parent, _, last = loc.rpartition(".")
+    if line.startswith(f"{last}.") or line.startswith(f"{last}:"):
+        return f"{parent}.{line}" if parent else line
+    if re.match(r"[a-z_][a-z0-9_.]*: ", line) and loc != "(top level)":
+        return f"{loc}.{line}"
+    return f"{loc}: {line}"
+
+
+def _shown(value: Any) -> bool:
+    """Small scalars are echoed back in messages; strings that may carry credentials are not."""
+    if isinstance(value, (bool, int, float)):
+        return True
+    return isinstance(value, str) and len(value) <= 40 and "://" not in value and "@" not in value
 
 
 def parse_job(raw: Any, source: str = "<job>") -> JobSpec:
@@ -202,44 +315,4 @@ def parse_job(raw: Any, source: str = "<job>") -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as err:
-        raise JobSpecError(source, _format_pydantic(err)) from None
-
-
-def apply_overrides(raw: Any, overrides: list[str], source: str = "<job>") -> Any:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars/lists) to the raw job mapping."""
-    if not overrides:
-        return raw
-    if not isinstance(raw, dict):
-        raise JobSpecError(source, ["(top level): the job file must be a YAML mapping"])
-    errors = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            errors.append(f"--set {item}: use KEY=VALUE, e.g. --set dataset.root=/data/mnist")
-            continue
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.get(part) if isinstance(node, dict) else None
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                errors.append(f"--set {item}: {part} is not a mapping")
-                break
-            node = nxt
-        else:
-            node[parts[-1]] = yaml.safe_load(value)
-    if errors:
-        raise JobSpecError(source, errors)
-    return raw
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Read a job file as plain data (safe_load: job files are data, never code)."""
-    path = Path(path)
-    if not path.exists():
-        raise JobSpecError(str(path), [f"(file): {path} does not exist"])
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise JobSpecError(str(path), [f"(syntax): {err}"]) from None
+        raise JobSpecError(source, format_validation_error(err)) from None

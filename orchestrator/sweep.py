@@ -11,9 +11,9 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.launch import make_trainer
-from orchestrator.progress import say
+from orchestrator.launch import fit_trainer, make_trainer
 from orchestrator.naming import train_run_name, trial_key, trial_run_name
+from orchestrator.progress import say
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import ResourcesSpec, SweepSpec
 from orchestrator.tracking import Tracker
@@ -40,9 +40,11 @@ def search_algorithm(sweep: SweepSpec) -> Any:
     """Random (seeded), grid (from grid_search dimensions) or Optuna TPE."""
     if sweep.search == "optuna":
         from optuna.samplers import TPESampler
+        from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(sampler=TPESampler(seed=sweep.seed))  # Tune adds the ConcurrencyLimiter
+        return ConcurrencyLimiter(OptunaSearch(sampler=TPESampler(seed=sweep.seed)),
+                                  max_concurrent=sweep.max_concurrent_trials)
     from ray.tune.search import BasicVariantGenerator
 
     # an explicit generator must carry the concurrency limit itself (Tune ignores max_concurrent_trials then)
@@ -81,7 +83,7 @@ def run_trial(static: dict[str, Any], params: dict[str, Any], trial_id: str, met
                            train_run_name(static["job"], f"{scenario}-s{seed}", f"{static['scope_key'][-8:]}-{trial_id}"),
                            static["storage_path"], callbacks=[TuneReportCallback()] if in_tune else None)
     try:
-        trainer.fit()
+        fit_trainer(trainer, ResourcesSpec.model_validate(static["resources"]))
     except BaseException:
         tracker.set_tags(run_id, {"camu.status": "failed"})
         tracker.end(run_id, "FAILED")
@@ -158,9 +160,9 @@ def run_sweep(static: dict[str, Any], sweep: SweepSpec, max_epochs: int, tune_na
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(sweep.space),
+            # concurrency is set on the search algorithm itself (Tune ignores max_concurrent_trials then)
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep),
-                                        scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples,
-                                        max_concurrent_trials=sweep.max_concurrent_trials),
+                                        scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples),
             run_config=tune.RunConfig(name=tune_name, storage_path=static["storage_path"], verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[TrialProgress(static)]),

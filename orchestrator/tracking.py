@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +19,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from orchestrator.secrets import redact
 
 log = logging.getLogger(__name__)
 # progress bars on stderr would garble `camu-orch results --format json` piped into other tools
@@ -50,9 +51,25 @@ def local_artifact_root(uri: str) -> str | None:
     return None
 
 
-def redact(uri: str) -> str:
-    """Hide credentials embedded in a URI (scheme://user:password@host)."""
-    return re.sub(r"//[^/@]+@", "//***@", uri)
+def open_store(uri: str | None) -> Tracker:
+    """The tracking store a read-only command (results, resume) reads: ``uri``, else the default. It must
+    already exist: reading never creates a store (a sqlite file named by mistake is not made)."""
+    from orchestrator.uris import tracking_uri_problem
+
+    uri = uri or default_tracking_uri()
+    problem = tracking_uri_problem(uri)
+    if problem:
+        from orchestrator.spec import JobSpecError
+
+        raise JobSpecError("--tracking-uri", [f"--tracking-uri: {problem}"])
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).expanduser()
+        if not db.is_file():
+            raise LookupError(f"no MLflow store at {db}; run a job here first, or pass --tracking-uri (or set "
+                              f"MLFLOW_TRACKING_URI) to the store that holds the job")
+    tracker = Tracker(uri)
+    tracker.ping()
+    return tracker
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -73,7 +90,7 @@ def _retry(fn: Callable[[], T], what: str) -> T:
     for attempt in range(RETRIES):
         try:
             return fn()
-        except Exception as err:  # noqa: BLE001 - mlflow raises many types for transport/db errors
+        except Exception as err:
             transient = any(s in str(err).lower() for s in ("locked", "timed out", "connection", "temporar",
                                                              "503", "502", "max retries", "unavailable",
                                                              "migration"))  # two processes creating one sqlite store
@@ -186,45 +203,69 @@ class Tracker:
     def download(self, run_id: str, artifact_path: str, dest: str | Path) -> Path:
         return Path(_retry(lambda: self.client.download_artifacts(run_id, artifact_path, str(dest)), "download"))
 
-    def download_uri(self, uri: str, dest: str | Path) -> Path:
-        """Fetch an MLflow artifact URI (runs:/..., models:/..., mlflow-artifacts:/...) into ``dest``.
-        For a models:/ URI of a logged PyTorch model, its state dict is written as safetensors."""
-        import mlflow
+    def download_weights(self, uri: str, dest: str | Path) -> Path:
+        """Fetch the weights file behind ``runs:/...``, ``models:/...`` or ``mlflow-artifacts:/...`` into
+        ``dest``, never unpickling anything: a file URI is downloaded as is; for a folder (a run's
+        ``model/``, a registered model) the safetensors file inside it is chosen, else a state-dict file
+        (both read later with ``camu.weights.read_state_dict``). A registered model without such a file is
+        refused: its pickled form is never loaded."""
         import mlflow.artifacts
 
-        mlflow.set_tracking_uri(self.uri)
-        if uri.startswith("models:/"):
-            import mlflow.pytorch
-            from safetensors.torch import save_file
+        files = _retry(lambda: self._weight_files(uri), "list artifacts")
+        if files is None:  # the URI names a single file
+            return Path(_retry(lambda: mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dest), tracking_uri=self.uri), "download weights"))
+        if not files:
+            raise LookupError(f"original.uri: {redact(uri)} holds no weights file (*.safetensors, or a state dict "
+                              f"*.pt/*.pth); camu-orch never loads a pickled model. Log the weights as safetensors "
+                              f"(every model camu-orch registers carries extra_files/weights.safetensors)")
+        chosen = files[0]
+        return Path(_retry(lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{uri.rstrip('/')}/{chosen}", dst_path=str(dest), tracking_uri=self.uri), "download weights"))
 
-            module = _retry(lambda: mlflow.pytorch.load_model(uri, map_location="cpu"), "load model")
-            inner = getattr(module, "model", module)
-            path = Path(dest) / "weights.safetensors"
-            save_file({k: v.contiguous() for k, v in inner.state_dict().items()}, str(path))
-            return path
-        return Path(_retry(lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)),
-                           "download artifact"))
+    def _weight_files(self, uri: str) -> list[str] | None:
+        """Weight files below ``uri`` (safetensors first, at most two levels deep), or None when ``uri``
+        is a file."""
+        import mlflow.artifacts
+
+        from orchestrator.uris import WEIGHT_SUFFIXES
+
+        top = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=self.uri)
+        if not top:
+            return None if Path(uri).suffix.lower() in WEIGHT_SUFFIXES else []
+        found: list[str] = []
+        for entry in top:
+            name = entry.path.rsplit("/", 1)[-1]
+            if entry.is_dir:
+                below = mlflow.artifacts.list_artifacts(artifact_uri=f"{uri.rstrip('/')}/{name}", tracking_uri=self.uri)
+                found += [f"{name}/{b.path.rsplit('/', 1)[-1]}" for b in below if not b.is_dir]
+            else:
+                found.append(name)
+        weights = [f for f in found if f.lower().endswith(WEIGHT_SUFFIXES) and not f.endswith("data/model.pth")]
+        return sorted(weights, key=lambda f: (not f.endswith(".safetensors"), f))
 
     def list_child_runs(self, experiment_id: str, parent: str) -> list[Any]:
         return _retry(lambda: self.client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'",
                                                       max_results=5000), "search children")
 
     # ------------------------------------------------------------------ models
-    def log_and_register_model(self, run_id: str, model: Any, example: Any, registered_name: str,
-                               tags: Mapping[str, str]) -> tuple[str, str]:
-        """Log ``model`` as an MLflow PyTorch model in ``run_id`` and register it; returns (model_uri, version)."""
+    def log_and_register_model(self, run_id: str, model: Any, example: Any, weights: str | Path,
+                               registered_name: str, tags: Mapping[str, str]) -> tuple[str, str]:
+        """Log ``model`` as an MLflow PyTorch model (pt2) in ``run_id``, with its state dict as
+        ``extra_files/weights.safetensors`` (what camu-orch reads back: never the pickled or exported
+        model), register it and alias the version 'candidate'; returns (model_uri, version)."""
         import mlflow
         import mlflow.pytorch
 
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
-        run = self.client.get_run(run_id)
         with _quiet_mlflow():
             info = _retry(lambda: mlflow.pytorch.log_model(
                 model, name="model", input_example=example, run_id=run_id, tags=dict(tags),
-                serialization_format="pt2", registered_model_name=registered_name), "log model")
+                serialization_format="pt2", registered_model_name=registered_name,
+                extra_files=[str(weights)]), "log model")
         versions = self.client.search_model_versions(f"name = '{registered_name}'")
-        version = max((v for v in versions if v.run_id == run.info.run_id), key=lambda v: int(v.version)).version
+        version = max((v for v in versions if v.run_id == run_id), key=lambda v: int(v.version)).version
         self.client.set_registered_model_alias(registered_name, "candidate", version)
         for k, v in tags.items():
             self.client.set_model_version_tag(registered_name, version, k, v)
@@ -245,17 +286,46 @@ def _quiet_mlflow() -> Iterator[None]:
 @contextlib.contextmanager
 def closing_runs(tracker: Tracker, run_ids: list[str]) -> Iterator[list[str]]:
     """Ends every run in ``run_ids`` (which the body may extend) as FINISHED on success, KILLED on
-    Ctrl-C and FAILED on any other error; whatever was logged stays."""
+    Ctrl-C / SIGTERM and FAILED on any other error; on an error, the runs nested below them that are
+    still RUNNING (trials whose driver was interrupted with the job) end the same way. Whatever was
+    logged stays."""
     try:
         yield run_ids
-    except KeyboardInterrupt:
-        _end_all(tracker, run_ids, "KILLED")
-        raise
-    except BaseException:
-        _end_all(tracker, run_ids, "FAILED")
+    except BaseException as err:
+        status = "KILLED" if _interrupted(err) else "FAILED"
+        _end_all(tracker, _with_running_descendants(tracker, run_ids), status)
         raise
     else:
         _end_all(tracker, run_ids, "FINISHED")
+
+
+def _interrupted(err: BaseException) -> bool:
+    """An error caused by Ctrl-C / SIGTERM (directly, or raised while the job was being stopped)."""
+    from orchestrator.lifecycle import stopping
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return stopping()
+
+
+def _with_running_descendants(tracker: Tracker, run_ids: list[str]) -> list[str]:
+    """``run_ids`` followed by their RUNNING descendants (deepest last, so they end first)."""
+    out = list(run_ids)
+    frontier = list(run_ids)
+    try:
+        while frontier:
+            run_id = frontier.pop(0)
+            experiment = tracker.client.get_run(run_id).info.experiment_id
+            children = [c.info.run_id for c in tracker.list_child_runs(experiment, run_id)
+                        if c.info.status == "RUNNING" and c.info.run_id not in out]
+            out += children
+            frontier += children
+    except Exception as err:  # noqa: BLE001 - best effort while already failing
+        log.error("could not list nested runs: %s", err)
+    return out
 
 
 def _end_all(tracker: Tracker, run_ids: list[str], status: str) -> None:

@@ -1,22 +1,37 @@
-"""Second validation pass: registry names, per-entry options, the search space, resources and
-(optionally) the data itself. Collects every problem; raises one ``JobSpecError``."""
+"""Validating a job before anything starts: the schema pass (``orchestrator.spec``), then checks that
+need the registries, the file system or the data. Every check reads the section it needs on its own,
+so a problem in one section never hides the problems of another: one run of ``camu-orch validate``
+lists them all, each as 'field: what and how to fix'."""
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from camu import DATASETS, MODELS, SCENARIOS, CamuParams
-from camu.data import DataRootError, ImageData, load_dataset
+from camu.data import DataFormatError, DataRootError, ImageData, load_dataset
 from camu.methods.camu import official_params
 from camu.scenarios import ScenarioError, make_split
-from orchestrator.spec import JobSpec, JobSpecError, ScenarioSpec, apply_overrides, parse_job, read_yaml
+from orchestrator.jobfile import apply_overrides, read_yaml
+from orchestrator.spec import (
+    JobSpec,
+    JobSpecError,
+    ScenarioSpec,
+    format_validation_error,
+    parse_job,
+    space_dimension_problem,
+)
+from orchestrator.uris import local_weights_problem, model_source
+
+MAX_LOCAL_OVERSUBSCRIPTION = 8  # logical CPUs a local job may ask per physical core
 
 
 @dataclass
@@ -30,24 +45,30 @@ class CheckedJob:
     splits: dict[tuple[str, int], pa.Table] = field(default_factory=dict)
 
 
-def _options_errors(prefix: str, model: type[BaseModel], options: dict[str, Any]) -> list[str]:
+def options_errors(prefix: str, model: type[BaseModel], options: Any) -> list[str]:
+    """Problems of ``options`` against an options/params model, as 'prefix.field: ...' lines."""
     try:
         model.model_validate(options)
     except ValidationError as err:
-        out = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            msg = "unknown option; remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
-            if e["type"] == "missing":
-                msg = "required; add it"
-            out.append(f"{prefix}.{loc}: {msg}" if loc else f"{prefix}: {msg}")
-        return out
+        return format_validation_error(err, prefix, extra_key="unknown option")
     return []
 
 
+def section(raw: dict[str, Any], key: str) -> Any:
+    """One top-level section of the job validated on its own (its default when absent), or None when
+    it is invalid (the schema pass reports why)."""
+    info = JobSpec.model_fields[key]
+    if key not in raw:
+        return None if info.is_required() else info.get_default(call_default_factory=True)
+    try:
+        return TypeAdapter(info.annotation).validate_python(raw[key])
+    except ValidationError:
+        return None
+
+
+# ----------------------------------------------------------------------------- registries
 def _registry_errors(raw: dict[str, Any]) -> list[str]:
-    """Registry names and per-entry options, read from the raw mapping so that this pass also runs (and
-    its errors are listed too) when the schema pass failed elsewhere."""
+    """Registry names and per-entry options, read from the raw mapping."""
     errors: list[str] = []
     for label, registry in (("dataset", DATASETS), ("model", MODELS)):
         block = raw.get(label)
@@ -55,21 +76,22 @@ def _registry_errors(raw: dict[str, Any]) -> list[str]:
             continue
         options = {k: v for k, v in block.items() if k != "name"}
         if block["name"] not in registry:
-            errors.append(f"{label}.name: unknown {label} {block['name']!r}; choose one of {', '.join(registry.names())}")
+            errors.append(f"{label}.name: unknown {label} {block['name'][:40]!r}; choose one of {', '.join(registry.names())}")
         else:
-            errors += _options_errors(label, registry.get(block["name"]).options, options)
+            errors += options_errors(label, registry.get(block["name"]).options, options)
     scenarios = raw.get("scenarios") if isinstance(raw.get("scenarios"), list) else []
     for i, sc in enumerate(scenarios):
         if not isinstance(sc, dict) or not isinstance(sc.get("kind"), str):
             continue
         options = {k: v for k, v in sc.items() if k not in ("name", "kind")}
         if sc["kind"] not in SCENARIOS:
-            errors.append(f"scenarios.{i}.kind: unknown kind {sc['kind']!r}; choose one of {', '.join(SCENARIOS.names())}")
+            errors.append(f"scenarios.{i}.kind: unknown kind {sc['kind'][:40]!r}; choose one of {', '.join(SCENARIOS.names())}")
         else:
-            errors += _options_errors(f"scenarios.{i}", SCENARIOS.get(sc["kind"]).options, {"kind": sc["kind"], **options})
+            errors += options_errors(f"scenarios.{i}", SCENARIOS.get(sc["kind"]).options, {"kind": sc["kind"], **options})
     return errors
 
 
+# ----------------------------------------------------------------------------- method parameters and space
 def base_camu_params(spec: JobSpec, scenario: ScenarioSpec) -> dict[str, Any]:
     """The configuration every trial of ``scenario`` starts from (official preset + overrides)."""
     base = official_params(spec.dataset.name, scenario.kind).model_dump() if spec.camu.preset == "official" else {}
@@ -77,51 +99,148 @@ def base_camu_params(spec: JobSpec, scenario: ScenarioSpec) -> dict[str, Any]:
 
 
 def _space_points(value: Any) -> list[Any]:
-    """The values of a search dimension that must all be valid CaMU parameters."""
+    """The values of a search dimension that must all be valid parameter values."""
     if not isinstance(value, dict):
         return [value]
-    kind, arg = next(iter(value.items()))
-    return list(arg)
+    return list(next(iter(value.values())))
 
 
-def _camu_errors(spec: JobSpec) -> list[str]:
-    errors = _options_errors("camu.params", CamuParams, spec.camu.params)
-    fields = set(CamuParams.model_fields)
-    for key, value in spec.sweep.space.items():
+def _base_type(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _base_type(typing.get_args(annotation)[0])
+    return annotation
+
+
+def space_kind_problem(name: str, annotation: Any, kind: str) -> str | None:
+    """Why searching parameter ``name`` (of type ``annotation``) with ``kind`` cannot work, or None."""
+    base = _base_type(annotation)
+    if base is int and kind in ("uniform", "loguniform"):
+        return f"{name} is a whole number; search it with randint: [low, high] (or choice)"
+    if base not in (int, float) and kind in ("uniform", "loguniform", "randint"):
+        return f"{name} is not numeric; search it with choice: [...] (or grid)"
+    return None
+
+
+def _camu_errors(raw: dict[str, Any]) -> list[str]:
+    camu = raw.get("camu") if isinstance(raw.get("camu"), dict) else {}
+    params = camu.get("params")
+    errors = options_errors("camu.params", CamuParams, params) if isinstance(params, dict) else []
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    space = sweep.get("space") if isinstance(sweep.get("space"), dict) else {}
+    fields = CamuParams.model_fields
+    for key, value in space.items():
         if key not in fields:
             errors.append(f"sweep.space.{key}: not a CaMU parameter; searchable: {', '.join(sorted(fields))}")
             continue
-        for point in _space_points(value):
-            errors += [e.replace("camu.params", "sweep.space") for e in _options_errors("camu.params", CamuParams, {key: point})]
-    return errors
+        if isinstance(value, dict):
+            if len(value) != 1 or space_dimension_problem(*next(iter(value.items()))):
+                continue  # malformed: the schema pass says how
+            kind = next(iter(value))
+            problem = space_kind_problem(key, fields[key].annotation, kind)
+            if problem:
+                errors.append(f"sweep.space.{key}.{kind}: {problem}")
+                continue
+        points = _space_points(value)
+        if isinstance(points, list) and len(points) <= 1000:
+            for point in points:
+                errors += options_errors("sweep.space", CamuParams, {key: point})
+    return list(dict.fromkeys(errors))
 
 
-def _resource_errors(spec: JobSpec) -> list[str]:
-    errors = []
-    workers = max(spec.resources.num_workers, 1)
-    batches = {"original.recipe.batch_size": spec.original.oracle_recipe.batch_size}
-    merged = {**CamuParams().model_dump(), **spec.camu.params}
-    batches["camu.params.batch_size"] = merged["batch_size"]
-    if "batch_size" in spec.sweep.space:
-        batches["sweep.space.batch_size"] = min(_space_points(spec.sweep.space["batch_size"]))
-    for name, batch in batches.items():
-        if isinstance(batch, int) and batch < workers:
-            errors.append(f"{name}: global batch {batch} is smaller than resources.num_workers={workers}; "
-                          f"raise the batch or use fewer workers")
-    if spec.original.uri and "://" not in spec.original.uri and not Path(spec.original.uri).expanduser().exists():
-        errors.append(f"original.uri: {spec.original.uri} does not exist; give a weights file or a models:/ URI")
-    return errors
+# ----------------------------------------------------------------------------- resources and paths
+def _batch_errors(raw: dict[str, Any], resources: Any, original: Any, camu: Any, sweep: Any) -> list[str]:
+    if resources is None:
+        return []
+    workers = max(resources.num_workers, 1)
+    batches: dict[str, Any] = {}
+    if original is not None:
+        batches["original.recipe.batch_size"] = original.oracle_recipe.batch_size
+    if camu is not None:
+        batches["camu.params.batch_size"] = camu.params.get("batch_size", CamuParams().batch_size)
+    if sweep is not None and "batch_size" in sweep.space:
+        values = [v for v in _space_points(sweep.space["batch_size"]) if isinstance(v, (int, float))]
+        if values:
+            batches["sweep.space.batch_size"] = min(values)
+    return [f"{name}: global batch {batch} is smaller than resources.num_workers={workers}; raise the batch or use "
+            f"fewer workers" for name, batch in batches.items() if isinstance(batch, int) and batch < workers]
 
 
-def _data_errors(job: CheckedJob) -> list[str]:
-    spec = job.spec
+def _original_errors(original: Any) -> list[str]:
+    if original is None or original.uri is None:
+        return []
+    source = model_source(original.uri)
+    problem = local_weights_problem(source.location) if source.kind == "file" else None
+    return [f"original.uri: {problem}"] if problem else []
+
+
+def writable_problem(path: str) -> str | None:
+    """Why a local folder cannot be created or written, or None. Probed by creating and removing a
+    temporary folder in the nearest existing ancestor (permission bits say nothing for root, read-only
+    mounts or /proc); nothing is left behind."""
+    p = Path(path).expanduser()
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder" if probe == p else f"{probe} (a parent of {p}) is a file"
     try:
-        job.data = load_dataset(spec.dataset.name, spec.dataset.options)
-    except (DataRootError, ValueError, OSError) as err:
-        return [str(err) if str(err).startswith("dataset") else f"dataset: {err}"]
+        with tempfile.TemporaryDirectory(prefix=".camu-probe-", dir=probe):
+            pass
+    except OSError as err:
+        return f"cannot write in {probe} ({err.strerror or err})"
+    return None
+
+
+def _storage_errors(storage: Any) -> list[str]:
+    if storage is None:
+        return []
     errors = []
-    for i, sc in enumerate(spec.scenarios):
-        for seed in spec.seeds:
+    for name in ("path", "cache_dir"):
+        value = getattr(storage, name)
+        if value and "://" not in value:
+            problem = writable_problem(value)
+            if problem:
+                errors.append(f"storage.{name}: {problem}; choose a folder this user can write")
+    return errors
+
+
+def check_local_resources(resources: Any, sweep: Any, device: str = "auto") -> list[str]:
+    """Resources a run on this machine cannot have (a cluster is checked against its own totals at submit)."""
+    import torch
+
+    if resources is None:
+        return []
+    errors = []
+    workers = max(resources.num_workers, 1)
+    gpus_needed = resources.gpus_per_worker * workers
+    if gpus_needed and torch.cuda.device_count() < math.ceil(gpus_needed):
+        errors.append(f"resources.gpus_per_worker: the job needs {gpus_needed:g} GPU(s) per run but this machine has "
+                      f"{torch.cuda.device_count()}; set gpus_per_worker: 0 or submit to a GPU cluster with --address")
+    if device == "cuda" and not torch.cuda.is_available():
+        errors.append("device: cuda requested but no CUDA device is visible; use device: auto")
+    cores = os.cpu_count() or 1
+    per_run = resources.cpus_per_worker * workers
+    if per_run > MAX_LOCAL_OVERSUBSCRIPTION * cores:
+        errors.append(f"resources: {per_run:g} CPUs per run is far beyond this machine's {cores} cores; "
+                      f"lower num_workers or cpus_per_worker")
+    elif sweep is not None and per_run * sweep.max_concurrent_trials > MAX_LOCAL_OVERSUBSCRIPTION * cores:
+        errors.append(f"sweep.max_concurrent_trials: {sweep.max_concurrent_trials} runs of {per_run:g} CPUs at once is "
+                      f"far beyond this machine's {cores} cores; lower it (e.g. to "
+                      f"{max(1, int(cores // per_run) or 1)}) or submit to a cluster with --address")
+    return errors
+
+
+# ----------------------------------------------------------------------------- data
+def _data_errors(job: CheckedJob, dataset: Any, scenarios: list[ScenarioSpec], seeds: list[int]) -> list[str]:
+    try:
+        job.data = load_dataset(dataset.name, dataset.options)
+    except (DataRootError, DataFormatError) as err:
+        return [str(err) if str(err).startswith("dataset") else f"dataset: {err}"]
+    except (ValueError, OSError) as err:
+        return [f"dataset: cannot load {dataset.name}: {err}"]
+    errors = []
+    for i, sc in enumerate(scenarios):
+        for seed in seeds:
             try:
                 job.splits[(sc.name, seed)] = make_split(sc.kind, sc.options, job.data.train.labels,
                                                          job.data.class_names, seed)
@@ -131,39 +250,56 @@ def _data_errors(job: CheckedJob) -> list[str]:
     return errors
 
 
-def check_local_resources(spec: JobSpec) -> list[str]:
-    """Resources a local run cannot have (a cluster is checked against its own totals at submit)."""
-    import torch
+def _loaded_weights_errors(job: CheckedJob, original: Any) -> list[str]:
+    """A local original.uri must be loadable (safetensors / weights-only state dict) and fit the model."""
+    if original is None or original.uri is None or job.data is None:
+        return []
+    source = model_source(original.uri)
+    if source.kind != "file" or local_weights_problem(source.location):
+        return []
+    from camu.models import build_model
+    from camu.weights import UnsafeWeightsError, load_weights
 
-    errors = []
-    gpus_needed = spec.resources.gpus_per_worker * max(spec.resources.num_workers, 1)
-    if gpus_needed and torch.cuda.device_count() < math.ceil(gpus_needed):
-        errors.append(f"resources.gpus_per_worker: the job needs {gpus_needed:g} GPU(s) per run but this machine has "
-                      f"{torch.cuda.device_count()}; set gpus_per_worker: 0 or submit to a GPU cluster with --address")
-    if spec.device == "cuda" and not torch.cuda.is_available():
-        errors.append("device: cuda requested but no CUDA device is visible; use device: auto")
-    cpus = spec.resources.cpus_per_worker * max(spec.resources.num_workers, 1)
-    if cpus > 4 * (os.cpu_count() or 1):
-        errors.append(f"resources: {cpus:g} CPUs per run is far beyond this machine's {os.cpu_count()} cores; "
-                      f"lower num_workers or cpus_per_worker")
-    return errors
+    spec = job.spec
+    try:
+        model = build_model(spec.model.name, spec.model.options, job.data.in_channels, job.data.num_classes,
+                            job.data.image_size)
+        load_weights(model, Path(source.location).expanduser())
+    except UnsafeWeightsError as err:
+        return [f"original.uri: {err}"]
+    return []
 
 
 def check_job(path: str | Path, check_data: bool = True, local: bool = True,
               overrides: list[str] | None = None) -> CheckedJob:
-    """Both validation passes (and the data when ``check_data``); raises ``JobSpecError`` listing all problems.
-    ``overrides`` are ``key.sub=value`` edits applied to the file's contents first."""
-    raw = apply_overrides(read_yaml(path), overrides or [], str(path))
+    """Every validation pass (the data too when ``check_data``); raises ``JobSpecError`` listing every
+    problem. ``local``: also check that one run fits this machine. ``overrides`` are ``key.sub=value``
+    edits applied to the file's contents first."""
+    source = str(path)
+    raw = apply_overrides(read_yaml(path), overrides or [], source)
+    spec = None
+    errors: list[str] = []
     try:
-        spec = parse_job(raw, str(path))
+        spec = parse_job(raw, source)
     except JobSpecError as err:
-        raise JobSpecError(str(path), err.errors + (_registry_errors(raw) if isinstance(raw, dict) else [])) from None
-    job = CheckedJob(spec, str(path), raw)
-    errors = _registry_errors(raw) + _camu_errors(spec) + _resource_errors(spec)
+        errors += err.errors
+    raw = raw if isinstance(raw, dict) else {}
+    resources, sweep, original = section(raw, "resources"), section(raw, "sweep"), section(raw, "original")
+    registry_errors = _registry_errors(raw)
+    errors += registry_errors + _camu_errors(raw)
+    errors += _batch_errors(raw, resources, original, section(raw, "camu"), sweep)
+    errors += _original_errors(original) + _storage_errors(section(raw, "storage"))
     if local:
-        errors += check_local_resources(spec)
-    if not errors and check_data:
-        errors += _data_errors(job)
+        errors += check_local_resources(resources, sweep, spec.device if spec is not None else "auto")
+    job = CheckedJob(spec, source, raw)  # type: ignore[arg-type] - raised below when spec is None
+    dataset, scenarios, seeds = section(raw, "dataset"), section(raw, "scenarios"), section(raw, "seeds")
+    registry_ok = not any(e.startswith(("dataset", "scenarios")) for e in registry_errors)
+    if check_data and spec is not None and registry_ok:
+        errors += _data_errors(job, spec.dataset, spec.scenarios, spec.seeds)
+        errors += _loaded_weights_errors(job, original)
+    elif check_data and dataset is not None and scenarios is not None and seeds is not None and registry_ok:
+        errors += _data_errors(job, dataset, scenarios, seeds)
+    errors = list(dict.fromkeys(errors))
     if errors:
-        raise JobSpecError(str(path), errors)
+        raise JobSpecError(source, errors)
     return job

@@ -8,6 +8,8 @@ number of times (it is a barrier).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from camu.methods import UnlearnContext
 from camu.metrics import accuracy
 from camu.runtime import Shard, resolve_device
 from camu.training import TrainRecipe, train_classifier
-from camu.weights import load_weights, save_weights
+from camu.weights import load_weights, read_checkpoint_state, save_weights
 from orchestrator.selection import OBJECTIVE, objective
 from orchestrator.tracking import Tracker
 
@@ -57,25 +59,49 @@ def _rank() -> int:
     return ray.train.get_context().get_world_rank()
 
 
-def _checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
-    folder = tempfile.mkdtemp(prefix="camu-ckpt-")
-    torch.save(state, Path(folder) / "state.pt")
-    return ray.train.Checkpoint.from_directory(folder)
-
-
 def _resume_state() -> dict[str, Any] | None:
     """The state of the last reported checkpoint (after a worker restart or a resumed job)."""
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as folder:
-        return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=True)
+        return read_checkpoint_state(Path(folder) / "state.pt")
+
+
+CHECKPOINT_PREFIX = "camu-ckpt-"
 
 
 def _report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-    """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune)."""
-    ckpt = _checkpoint(state) if state is not None and _rank() == 0 else None
-    ray.train.report(metrics, checkpoint=ckpt)
+    """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune). The checkpoint
+    is written to a temporary folder that is gone once ``report`` has copied it to the run's storage."""
+    if state is None or _rank() != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-") as folder:
+        torch.save(state, Path(folder) / "state.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def remove_stale_checkpoint_folders() -> int:
+    """Remove this node's temporary checkpoint folders left by processes that were killed mid-report
+    (Tune stopping a trial kills its workers; their ``finally`` never runs). Returns how many."""
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{CHECKPOINT_PREFIX}*-*"):
+        pid = folder.name[len(CHECKPOINT_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- original / oracle
@@ -138,6 +164,7 @@ def maybe_inject_fault(cfg: dict[str, Any]) -> None:
 def camu_worker(cfg: dict[str, Any]) -> None:
     """One CaMU trial: unlearn, report per-epoch metrics, then (rank 0) evaluate against the oracle."""
     maybe_inject_fault(cfg)
+    remove_stale_checkpoint_folders()
     device = _device(cfg)
     data = load_data(cfg, device)
     split = load_split(cfg["split_path"])

@@ -14,14 +14,19 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
 from camu.data.sources import LazySource, Source, TensorSource
 from camu.registry import Registry
+from camu.schema import Seed, StrictModel
 
 
 class DataRootError(FileNotFoundError):
     """The dataset's files are not where the options say; the message says how to fix it."""
+
+
+class DataFormatError(ValueError):
+    """A dataset file exists but is not what it should be (empty, truncated, another format)."""
 
 
 @dataclass
@@ -42,10 +47,8 @@ class ImageData:
                          self.in_channels, self.image_size, self.class_names)
 
 
-class DatasetOptions(BaseModel):
+class DatasetOptions(StrictModel):
     """Base for per-dataset options; unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 O = TypeVar("O", bound=DatasetOptions)
@@ -97,7 +100,7 @@ def _resplit(images: torch.Tensor, labels: torch.Tensor, test_size: float, seed:
 # ----------------------------------------------------------------------------- digits / synthetic
 class DigitsOptions(DatasetOptions):
     test_size: float = Field(0.25, gt=0, lt=1, description="fraction of the 1,797 images held out as test")
-    seed: int = Field(0, description="seed of the train/test split")
+    seed: Seed = Field(0, description="seed of the train/test split")
 
 
 @register_dataset("digits", DigitsOptions, "scikit-learn's bundled 8x8 digits (1,797 images, offline)")
@@ -112,13 +115,13 @@ def build_digits(opt: DigitsOptions) -> ImageData:
 
 
 class SyntheticOptions(DatasetOptions):
-    num_train: int = Field(1000, ge=10)
-    num_test: int = Field(200, ge=10)
-    num_classes: int = Field(10, ge=2)
-    channels: int = Field(1, ge=1)
-    image_size: int = Field(8, ge=4)
-    noise: float = Field(1.0, ge=0, description="pixel noise around each class prototype")
-    seed: int = 0
+    num_train: int = Field(1000, ge=10, le=10_000_000)
+    num_test: int = Field(200, ge=10, le=10_000_000)
+    num_classes: int = Field(10, ge=2, le=100_000)
+    channels: int = Field(1, ge=1, le=16)
+    image_size: int = Field(8, ge=4, le=1024)
+    noise: float = Field(1.0, ge=0, le=1000, description="pixel noise around each class prototype")
+    seed: Seed = 0
 
 
 @register_dataset("synthetic", SyntheticOptions, "Gaussian blobs around class prototypes, any size (tests, benchmarks)")
@@ -143,16 +146,30 @@ class MnistOptions(DatasetOptions):
         None, gt=0, lt=1,
         description="pool every file found and re-split train/test with this test fraction "
                     "(needed when root holds only the 10k test files)")
-    seed: int = Field(0, description="seed of the re-split")
+    seed: Seed = Field(0, description="seed of the re-split")
+
+
+IDX_UBYTE = 0x08  # the idx type code of unsigned bytes, the only one MNIST-style files use
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Read a (possibly gzipped) idx file as torchvision ships them."""
+    """Read a (possibly gzipped) idx file as torchvision ships them; anything else is a ``DataFormatError``."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a truncated .gz raises EOFError
+        raise DataFormatError(f"dataset.root: {path} cannot be read ({err}); replace it with the original file") from None
+    ndim = data[3] if len(data) >= 4 else 0
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != IDX_UBYTE or not 1 <= ndim <= 4 \
+            or len(data) < 4 + 4 * ndim:
+        raise DataFormatError(f"dataset.root: {path} is not an idx file of unsigned bytes ({len(data)} bytes, "
+                              f"header {data[:4].hex() or 'empty'}); replace it with the original file")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(data) != expected:
+        raise DataFormatError(f"dataset.root: {path} is truncated or padded ({len(data)} bytes where its header "
+                              f"{dims} says {expected}); replace it with the original file")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -182,8 +199,14 @@ def _mnist_like(name: str, folder: str, mean: float, std: float, opt: MnistOptio
             f"point dataset.root at the folder holding them, or set dataset.download: true to fetch them")
 
     def pair(img: Path, lbl: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(_read_idx(img).copy()).float().unsqueeze(1) / 255.0
-        return _normalise(x, (mean,), (std,)), torch.from_numpy(_read_idx(lbl).astype(np.int64))
+        images, labels = _read_idx(img), _read_idx(lbl)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or len(labels) == 0:
+            raise DataFormatError(f"dataset.root: {img.name} holds {images.shape} images and {lbl.name} "
+                                  f"{labels.shape} labels; expected N images of HxW and N labels (N > 0)")
+        if labels.max() >= 10:
+            raise DataFormatError(f"dataset.root: {lbl} has label {int(labels.max())}; {name} labels are 0-9")
+        x = torch.from_numpy(images.copy()).float().unsqueeze(1) / 255.0
+        return _normalise(x, (mean,), (std,)), torch.from_numpy(labels.astype(np.int64))
 
     test_x, test_y = pair(found["test_img"], found["test_lbl"])
     has_train = found["train_img"] is not None and found["train_lbl"] is not None
@@ -252,10 +275,18 @@ def build_cifar100(opt: CifarOptions) -> ImageData:
 # ----------------------------------------------------------------------------- ImageNet-style trees
 class ImageFolderOptions(DatasetOptions):
     root: Path = Field(description="tree root/train/<class>/*.JPEG and root/val/<class>/*.JPEG")
-    classes: list[str] | None = Field(None, description="class folder names to keep (an ImageNet subset)")
+    classes: list[str] | None = Field(None, min_length=2, description="class folder names to keep (an ImageNet subset)")
     max_per_class: int | None = Field(None, ge=1, description="cap on training images per class")
-    image_size: int = Field(224, ge=16)
-    num_workers: int = Field(4, ge=0, description="DataLoader decode processes")
+    image_size: int = Field(224, ge=16, le=1024)
+    num_workers: int = Field(4, ge=0, le=256, description="DataLoader decode processes")
+
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, classes: list[str] | None) -> list[str] | None:
+        if classes and len(set(classes)) != len(classes):
+            raise ValueError(f"lists {sorted({c for c in classes if classes.count(c) > 1})} twice; name each class once")
+        return classes
 
 
 def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None) -> tuple[LazySource, list[str]]:
@@ -264,11 +295,14 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None) ->
 
     tf = T.Compose([T.Resize(int(opt.image_size * 256 / 224)), T.CenterCrop(opt.image_size), T.ToTensor(),
                     T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
+    try:
+        ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
+    except FileNotFoundError as err:  # no class folder, or a class folder without images
+        raise DataRootError(f"dataset.root: {err}; lay images out as {path}/<class>/<image>") from None
     keep = opt.classes or ds.classes
     missing = sorted(set(keep) - set(ds.classes))
     if missing:
-        raise ValueError(f"dataset.classes: {missing} are not folders of {path}; known e.g. {ds.classes[:5]}")
+        raise DataFormatError(f"dataset.classes: {missing} are not folders of {path}; known e.g. {ds.classes[:5]}")
     remap = {ds.class_to_idx[c]: i for i, c in enumerate(keep)}
     samples, counts = [], dict.fromkeys(remap, 0)
     for file, label in ds.samples:

@@ -15,22 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from camu.data.datasets import ImageData
 from camu.registry import Registry
 from camu.runtime import Shard, place_model
+from camu.schema import StrictModel
 
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
 """on_epoch(epoch, metrics, state): ``state`` is a torch-serialisable dict to resume from. Its tensors
 alias the live model and optimizers: serialise (or copy) them before returning."""
 
 
-class MethodParams(BaseModel):
-    """Base of every method's parameters: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class MethodParams(StrictModel):
+    """Base of every method's parameters: unknown keys, non-finite numbers and booleans for numbers
+    are errors."""
 
 
 @dataclass

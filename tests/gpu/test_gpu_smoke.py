@@ -4,8 +4,18 @@ still unlearning a digits class on the device."""
 import pytest
 import torch
 
-from camu import (CamuParams, TrainRecipe, build_model, evaluate, forget_indices, load_dataset, make_split,
-                  official_params, retain_indices, train_classifier)
+from camu import (
+    CamuParams,
+    TrainRecipe,
+    build_model,
+    evaluate,
+    forget_indices,
+    load_dataset,
+    make_split,
+    official_params,
+    retain_indices,
+    train_classifier,
+)
 from camu.methods import UnlearnContext, run_method
 
 pytestmark = [pytest.mark.gpu,

@@ -8,7 +8,15 @@ import json
 import pytest
 import torch
 
-from camu import TrainRecipe, build_model, load_dataset, make_split, official_params, save_split, train_classifier
+from camu import (
+    TrainRecipe,
+    build_model,
+    load_dataset,
+    make_split,
+    official_params,
+    save_split,
+    train_classifier,
+)
 from camu.weights import read_state_dict, save_weights
 from orchestrator.launch import make_trainer
 from orchestrator.spec import ResourcesSpec

@@ -90,7 +90,7 @@ def test_killed_train_worker_restarts_from_checkpoint(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({**JOB, "sweep": {**JOB["sweep"], "num_samples": 1}}))
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
-        official = lambda: list((tmp_path / "camu_runs").glob("faulty-half-s0-*-official/checkpoint_*"))  # noqa: E731
+        official = lambda: list((tmp_path / "camu_runs").glob("faulty-half-s0-*-official/checkpoint_*"))
         _wait_for(lambda: len(official()) >= 2 and _train_workers(""), 300, "official trial checkpoints", proc)
         victim = _train_workers("")[0]
         os.kill(victim, signal.SIGKILL)
@@ -114,7 +114,7 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(JOB))
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
-        done_trials = lambda: [r for r in _trial_runs(tmp_path)  # noqa: E731
+        done_trials = lambda: [r for r in _trial_runs(tmp_path)
                                if r.data.tags.get("camu.method") == "camu" and r.info.status == "FINISHED"]
         _wait_for(lambda: _store_ready(proc) and len(done_trials()) >= 1, 400, "a finished sweep trial", proc)
         time.sleep(2)
@@ -144,6 +144,33 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     rows = pq.read_table(local).to_pylist()
     assert sorted(r["method"] for r in rows) == ["camu", "camu", "camu", "camu-official", "oracle", "original"]
     assert all(r["status"] == "finished" for r in rows)
+
+
+def test_sigterm_marks_open_runs_killed_and_exits_cleanly(tmp_path):
+    """`camu-orch stop` and schedulers send SIGTERM: every open run (the running trial included) ends
+    KILLED, the process exits 143 without a native crash, and nothing is left RUNNING."""
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(JOB))
+    proc = _start(["submit", "job.yaml"], tmp_path)
+    try:
+        running_trial = lambda: [r for r in _trial_runs(tmp_path)
+                                 if r.data.tags.get("camu.method") == "camu" and r.info.status == "RUNNING"]
+        _wait_for(lambda: _store_ready(proc) and running_trial(), 400, "a running sweep trial", proc)
+        time.sleep(1)
+        os.kill(proc.pid, signal.SIGTERM)
+        out = _output(proc, 120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, out[-3000:]
+    for crash in ("core dumped", "Aborted", "Fatal Python error", "terminate called"):
+        assert crash not in out, out[-3000:]
+    assert "open MLflow runs were marked KILLED" in out
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("faults")
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id], "")}
+    assert "RUNNING" not in statuses.values() and "FAILED" not in statuses.values(), statuses
+    assert statuses["faulty"] == "KILLED"
+    assert any(s == "KILLED" for n, s in statuses.items() if n.startswith("half/seed0/")), statuses
 
 
 def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):

@@ -60,8 +60,13 @@ def test_bad_submit_starts_nothing(tmp_path, monkeypatch):
 
 def test_results_of_unknown_job(tmp_path):
     out = runner.invoke(app, ["results", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert out.exit_code == 2 and "no MLflow store at" in out.output
+    assert not os.path.exists(tmp_path / "m.db")  # a read-only command never creates a store
+    from orchestrator.tracking import Tracker
+
+    Tracker(f"sqlite:///{tmp_path / 'm.db'}").experiment("e")
+    out = runner.invoke(app, ["results", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert out.exit_code == 2 and "no job run named 'nope'" in out.output
-    assert os.path.exists(tmp_path / "m.db")
 
 
 def test_unreachable_mlflow_fails_before_anything_starts(tmp_path, monkeypatch):

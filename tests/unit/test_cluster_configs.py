@@ -2,21 +2,24 @@
 commits no secret."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 YAMLS = sorted(CLUSTER.rglob("*.yaml"))
 RAY_PIN = re.search(r"ray\[[^\]]*\]==([\d.]+)", (ROOT / "pyproject.toml").read_text()).group(1)
-SECRET = re.compile(r"(password|secret|token|api[_-]?key)\s*[:=]\s*['\"]?(?!\$\{|\$\$|\{)[A-Za-z0-9+/_\-]{8,}", re.I)
+SECRET = re.compile(r"(password|secret|token|api[_-]?key)\s*[:=]\s*['\"]?(?!\$\{|\$\$|\{)[A-Za-z0-9+/_\-]{8,}", re.IGNORECASE)
 
 
 def test_pin_is_read():
     assert RAY_PIN == "2.60.0"
+    from orchestrator import RAY_VERSION
+
+    assert RAY_VERSION == RAY_PIN  # what `camu-orch doctor` and submit check clusters against
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"] == "camu-orch"
 
 
@@ -69,7 +72,7 @@ def test_mlflow_server_setup():
 
 def test_images_pin_the_projects_ray():
     dockerfile = (CLUSTER / "images" / "Dockerfile").read_text()
-    assert re.search(rf"^FROM rayproject/ray:{re.escape(RAY_PIN)}-", dockerfile, re.M)
+    assert re.search(rf"^FROM rayproject/ray:{re.escape(RAY_PIN)}-", dockerfile, re.MULTILINE)
     for rel in ("launcher/aws-gpu.yaml", "launcher/onprem.yaml", "kuberay/raycluster.yaml"):
         assert "camu-orch:" in (CLUSTER / rel).read_text()
 

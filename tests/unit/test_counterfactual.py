@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from camu.counterfactual import (counterfactual_images, make_pairing, redraw_equal_labels, sample_noise,
-                                 soft_targets)
+from camu.counterfactual import (
+    counterfactual_images,
+    make_pairing,
+    redraw_equal_labels,
+    sample_noise,
+    soft_targets,
+)
 
 LABELS = torch.arange(200) % 4
 FORGET = torch.arange(0, 200, 10)          # 20 forgetting samples

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from pydantic import ValidationError
 
 from camu.models import MODELS, build_model, has_batch_norm
 
@@ -30,7 +31,7 @@ def test_stems_and_batchnorm_detection():
 
 
 def test_bad_model_options_are_rejected():
-    with pytest.raises(Exception, match="stem"):
+    with pytest.raises(ValidationError, match="stem"):
         build_model("resnet18", {"stem": "huge"}, 3, 10, (32, 32))
     with pytest.raises(KeyError, match="known models"):
         build_model("vgg", {}, 3, 10, (32, 32))

@@ -4,8 +4,16 @@ class about as well as retraining from scratch."""
 import pytest
 import torch
 
-from camu import (TrainRecipe, build_model, evaluate, forget_indices, make_split, official_params, retain_indices,
-                  train_classifier)
+from camu import (
+    TrainRecipe,
+    build_model,
+    evaluate,
+    forget_indices,
+    make_split,
+    official_params,
+    retain_indices,
+    train_classifier,
+)
 from camu.methods import UnlearnContext, run_method
 
 CPU = torch.device("cpu")

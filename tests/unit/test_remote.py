@@ -44,7 +44,7 @@ def test_submission_carries_code_settings_and_credentials_but_not_data(spec, mon
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cr3t-value")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token-value")
     sub = remote.build_submission(spec, JOB, ["sweep.num_samples=2"])
-    assert sub["entrypoint"] == "camu-orch run jobs/quickstart.yaml --set sweep.num_samples=2"
+    assert sub["entrypoint"] == "python -m orchestrator run jobs/quickstart.yaml --set sweep.num_samples=2"
     assert sub["submission_id"].startswith("camu-quickstart-")
     env = sub["runtime_env"]["env_vars"]
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -91,3 +91,63 @@ def test_multi_node_cluster_refuses_node_local_storage(spec, monkeypatch):
     check_storage(spec.model_copy(update={"storage": s3}))
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
     check_storage(spec)  # one live node: local storage is fine
+
+
+def test_secrets_never_travel_or_land_in_git():
+    assert {".env", "*.env", ".env.*"} <= set(remote.EXCLUDES)
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored and "*.env" in ignored
+
+
+def test_token_over_plain_http_is_warned(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t0ken-value")
+    assert "plain http" in remote.transport_warnings("http://head.example:8265")[0]
+    assert remote.transport_warnings("https://head.example:8265") == []
+    assert remote.transport_warnings("http://127.0.0.1:8265") == []  # an SSH tunnel to localhost
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert remote.transport_warnings("http://head.example:8265") == []  # no token, nothing to leak
+
+
+class FakeJobs:
+    """The part of JobSubmissionClient that preflight uses; the probe ends with ``status``."""
+
+    def __init__(self, status: str, logs: str = "") -> None:
+        self.status, self.logs, self.submitted = status, logs, []
+
+    def submit_job(self, **kwargs):
+        self.submitted.append(kwargs)
+        return kwargs["submission_id"]
+
+    def get_job_status(self, job_id):
+        return type("S", (), {"value": self.status})()
+
+    def get_job_logs(self, job_id):
+        return self.logs
+
+    def stop_job(self, job_id):
+        return True
+
+
+def test_preflight_runs_doctor_with_the_jobs_runtime_env(spec, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    sub = remote.build_submission(spec, JOB, [])
+    ok = FakeJobs("SUCCEEDED")
+    remote.preflight(ok, sub)
+    assert ok.submitted[0]["entrypoint"] == "python -m orchestrator doctor"
+    assert ok.submitted[0]["runtime_env"] == sub["runtime_env"]
+    broken = FakeJobs("FAILED", "ModuleNotFoundError: No module named 'torch'")
+    with pytest.raises(JobSpecError, match="No module named 'torch'") as info:
+        remote.preflight(broken, sub)
+    assert "activate it before `ray start`" in str(info.value)
+
+
+def test_doctor_passes_here():
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0 and result.output.strip().endswith("ok"), result.output

@@ -3,8 +3,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from camu.scenarios import (ScenarioError, forget_indices, forgotten_classes, load_split, make_split,
-                            retain_indices, save_split)
+from camu.scenarios import (
+    ScenarioError,
+    forget_indices,
+    forgotten_classes,
+    load_split,
+    make_split,
+    retain_indices,
+    save_split,
+)
 
 LABELS = torch.arange(100) % 5  # 5 classes x 20 samples
 NAMES = ["a", "b", "c", "d", "e"]
@@ -62,7 +69,10 @@ def test_split_round_trips_through_parquet(tmp_path):
     ("classes", {"classes": [9]}, "class 9 is not in the dataset"),
     ("classes", {"classes": ["zebra"]}, "'zebra' is not in the dataset"),
     ("classes", {"classes": [0, 1, 2, 3, 4]}, "nothing to retain"),
-    ("proportions", {"proportions": {0: 1.5}}, r"outside \(0, 1\]"),
+    ("proportions", {"proportions": {0: 1.5}}, r"proportions.0: Input should be less than or equal to 1"),
+    ("proportions", {"proportions": {3: 0.5, "3": 0.2}}, r"listed more than once"),
+    ("classes", {"classes": [True]}, "booleans are not accepted"),
+    ("classes", {"classes": [2, "c"]}, r"\['c'\] are listed more than once"),
 ])
 def test_impossible_requests_raise_clear_errors(kind, opts, match):
     with pytest.raises(ScenarioError, match=match):

@@ -4,7 +4,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.tracking import Tracker, closing_runs, default_tracking_uri, flatten, local_artifact_root, redact
+from orchestrator.tracking import (
+    Tracker,
+    closing_runs,
+    default_tracking_uri,
+    flatten,
+    local_artifact_root,
+    redact,
+)
 
 
 @pytest.fixture()
@@ -46,11 +53,10 @@ def test_params_are_flattened_and_resume_safe(tracker):
 def test_closing_runs_marks_failures_and_keeps_logged_data(tracker, exc, status):
     exp = tracker.experiment("e")
     runs = []
-    with pytest.raises(type(exc)):
-        with closing_runs(tracker, runs):
-            runs.append(tracker.find_or_create_run(exp, "p", {}, key=f"p-{status}"))
-            tracker.log_metrics(runs[0], {"m": 1.0}, step=0)
-            raise exc
+    with pytest.raises(type(exc)), closing_runs(tracker, runs):
+        runs.append(tracker.find_or_create_run(exp, "p", {}, key=f"p-{status}"))
+        tracker.log_metrics(runs[0], {"m": 1.0}, step=0)
+        raise exc
     run = tracker.client.get_run(runs[0])
     assert run.info.status == status
     assert run.data.metrics == {"m": 1.0}
@@ -94,3 +100,17 @@ def test_transient_errors_are_retried_with_backoff(monkeypatch):
     with pytest.raises(ConnectionError):
         tracking._retry(lambda: always.append(1) or (_ for _ in ()).throw(ConnectionError("connection refused")), "t")
     assert len(always) == tracking.RETRIES
+
+
+def test_closing_runs_also_ends_running_nested_runs(tracker):
+    """A trial whose driver died with the job is still RUNNING: it ends with the job's status."""
+    exp = tracker.experiment("nested")
+    runs = []
+    with pytest.raises(KeyboardInterrupt), closing_runs(tracker, runs):
+        runs.append(tracker.find_or_create_run(exp, "job", {}, key="job"))
+        scenario = tracker.find_or_create_run(exp, "scenario", {}, key="sc", parent=runs[0])
+        trial = tracker.find_or_create_run(exp, "trial", {}, key="tr", parent=scenario)
+        done = tracker.find_or_create_run(exp, "done", {}, key="done", parent=scenario)
+        tracker.end(done, "FINISHED")
+        raise KeyboardInterrupt
+    assert [tracker.status(r) for r in (runs[0], scenario, trial, done)] == ["KILLED", "KILLED", "KILLED", "FINISHED"]

@@ -1,0 +1,103 @@
+"""What the user is told when a command fails.
+
+Expected failures (bad input, files that are not what they should be, a store or cluster that cannot
+be reached) become one clear message and exit status 2; a job that started and then failed exits 1
+with where to look; anything else is a bug and keeps its traceback. Every message is redacted.
+Library classes are recognised only when their library is already imported, so this module costs
+nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+
+from orchestrator.secrets import redact
+
+INPUT_ERROR = 2
+JOB_FAILED = 1
+
+
+class ResourceUnavailableError(RuntimeError):
+    """A run could not get its workers' resources within the bounded wait."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How to report an exception: exit status and message."""
+
+    code: int
+    message: str
+
+
+def _is(exc: BaseException, module: str, name: str) -> bool:
+    """isinstance(exc, module.name) when ``module`` is loaded (never imports it)."""
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return isinstance(cls, type) and isinstance(exc, cls)
+
+
+def _pydantic_lines(exc: BaseException) -> str:
+    from orchestrator.spec import format_validation_error
+
+    return "\n".join(f"  - {line}" for line in format_validation_error(exc))  # type: ignore[arg-type]
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """The ``Failure`` for an expected error, or None for a bug."""
+    for candidate in (exc, exc.__cause__):
+        if candidate is None:
+            continue
+        failure = _classify_one(candidate)
+        if failure is not None:
+            return Failure(failure.code, redact(failure.message))
+    return None
+
+
+def _classify_one(exc: BaseException) -> Failure | None:
+    from orchestrator.spec import JobSpecError
+
+    if isinstance(exc, JobSpecError):
+        return Failure(INPUT_ERROR, str(exc))
+    if isinstance(exc, ResourceUnavailableError):
+        return Failure(JOB_FAILED, str(exc))
+    if _is(exc, "ray.train", "TrainingFailedError") or _is(exc, "ray.tune.error", "TuneError") \
+            or _is(exc, "ray.exceptions", "RayError"):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Failure(JOB_FAILED, f"the job failed: {first[:500]}\nits MLflow runs are marked FAILED; worker logs: "
+                                   f"camu-orch logs (cluster) or the Ray session logs; continue with camu-orch resume")
+    if _is(exc, "pydantic_core._pydantic_core", "ValidationError") or _is(exc, "pydantic", "ValidationError"):
+        return Failure(INPUT_ERROR, f"invalid values:\n{_pydantic_lines(exc)}")
+    if _is(exc, "mlflow.exceptions", "MlflowException"):
+        return Failure(INPUT_ERROR, f"MLflow: {getattr(exc, 'message', str(exc))[:800]}")
+    if _is(exc, "sqlalchemy.exc", "SQLAlchemyError") or _is(exc, "sqlite3", "DatabaseError"):
+        orig = getattr(exc, "orig", None) or exc
+        return Failure(INPUT_ERROR, f"the MLflow database cannot be used ({str(orig).splitlines()[0][:300]}); "
+                                    f"check --tracking-uri / MLFLOW_TRACKING_URI, or move a corrupt file aside")
+    if _is(exc, "pyarrow.lib", "ArrowException"):
+        return Failure(INPUT_ERROR, f"not a readable Parquet/Arrow table: {str(exc)[:300]}")
+    if _is(exc, "yaml", "YAMLError"):
+        return Failure(INPUT_ERROR, f"not valid YAML: {exc}")
+    if isinstance(exc, UnicodeDecodeError):
+        return Failure(INPUT_ERROR, f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})")
+    if isinstance(exc, (ConnectionError, TimeoutError)) or _is(exc, "requests.exceptions", "RequestException"):
+        return Failure(INPUT_ERROR, str(exc)[:800])
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return Failure(INPUT_ERROR, f"{where}{exc.strerror or exc}")
+    if isinstance(exc, LookupError) or _input_error(exc):
+        return Failure(INPUT_ERROR, str(exc))
+    return None
+
+
+def _input_error(exc: BaseException) -> bool:
+    """camu's own input errors (impossible scenarios, bad data files, unsafe weights, bad URIs)."""
+    return any(_is(exc, module, name) for module, name in (
+        ("camu.scenarios", "ScenarioError"), ("camu.data.datasets", "DataFormatError"),
+        ("camu.weights", "UnsafeWeightsError"), ("orchestrator.uris", "UriError")))
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """The exception's traceback, redacted (it may quote URIs with credentials)."""
+    return redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))

@@ -1,0 +1,81 @@
+"""Releasing the resources of Ray Train runs that ended without releasing them.
+
+A Train V2 run reserves its workers' CPUs/GPUs in a placement group created by the run's controller
+actor. When Tune stops a trial (ASHA, the end of a sweep, an error) the controller dies with the trial,
+but a placement group created by an actor lives until its *job* ends; Train's own cleaner removes it
+only when Ray's state API (the dashboard) is up, which a local `ray.init` without a dashboard lacks.
+The next stage then waits forever for resources nobody uses (the hang of the flagship job).
+
+``PlacementGroupReaper`` runs in the job's driver and removes, every second, the placement groups of
+this job whose creating actor is dead. It reads creator information from the GCS table through Ray's
+internal accessor (not in the public table); Ray is pinned exactly, and any failure to read only
+disables the reaper with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import ray
+
+log = logging.getLogger(__name__)
+NIL_ACTOR = b"\xff"  # a placement group created by a driver (no actor) has an all-0xff creator id
+
+
+def orphaned_placement_groups() -> list[str]:
+    """Hex ids of this job's live placement groups whose creating actor has died."""
+    from ray.core.generated import gcs_pb2
+
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    job = ray.get_runtime_context().get_job_id()
+    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.PREPARED,
+            gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+    out = []
+    for raw in accessor.get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        created_by_actor = pg.creator_actor_id and set(pg.creator_actor_id) != set(NIL_ACTOR)
+        if (pg.state in live and not pg.is_detached and pg.creator_actor_dead and created_by_actor
+                and pg.creator_job_id.hex() == job):
+            out.append(pg.placement_group_id.hex())
+    return out
+
+
+def release_orphaned_placement_groups() -> int:
+    """Remove the orphaned placement groups of this job; returns how many were removed."""
+    from ray.util.placement_group import PlacementGroup
+
+    removed = 0
+    for pg_id in orphaned_placement_groups():
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+        log.info("released placement group %s of a Train run that ended", pg_id)
+        removed += 1
+    return removed
+
+
+class PlacementGroupReaper:
+    """A driver-side daemon thread calling ``release_orphaned_placement_groups`` every ``interval_s``."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.released = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="camu-pg-reaper", daemon=True)
+
+    def __enter__(self) -> PlacementGroupReaper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.released += release_orphaned_placement_groups()
+            except Exception as err:  # noqa: BLE001 - never let the reaper take the job down
+                if not ray.is_initialized():
+                    return
+                log.warning("placement-group reaper disabled: %s", err)
+                return
