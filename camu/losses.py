@@ -19,3 +19,8 @@ def kl_sum(target_probs: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy against hard labels (N,) or soft targets (N, K), in float32."""
     return F.cross_entropy(logits.float(), target.float() if target.dim() == 2 else target)
+
+
+def cross_entropy_each(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy (reduce with ``Run.mean``) against hard labels (N,) or soft targets (N, K)."""
+    return F.cross_entropy(logits.float(), target.float() if target.dim() == 2 else target, reduction="none")

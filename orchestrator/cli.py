@@ -84,6 +84,10 @@ class Registry(str, Enum):
     methods = "methods"
 
 
+class By(str, Enum):
+    method = "method"
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"
@@ -171,7 +175,8 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
     checked = check_job(job, check_data=not no_data, local=not remote, overrides=overrides)
     spec = checked.spec
     typer.echo(f"{job}: ok - {len(spec.scenarios)} scenario(s) x {len(spec.seeds)} seed(s), "
-               f"{spec.sweep.num_samples} trial(s) each ({spec.sweep.search}), "
+               f"{len(spec.methods)} method(s) ({', '.join(m.name for m in spec.methods)}): each its preset + "
+               f"{spec.sweep.num_samples} sweep trial(s) ({spec.sweep.search}), "
                f"{max(spec.resources.num_workers, 1)} worker(s) per run")
 
 
@@ -357,12 +362,15 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
             format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
             output: Annotated[Path | None, typer.Option("--output", "-o", help="write to FILE")] = None,
             tracking_uri: TrackingOption = None,
+            by: Annotated[By | None, typer.Option("--by", help="method: one row per (scenario, method), "
+                                                                  "mean +- std over seeds")] = None,
             ) -> None:
-    """Print a job's summary: one row per (scenario, method, trial).
+    """Print a job's summary: one row per (scenario, method, trial, seed), or with --by method one row
+    per (scenario, method): its chosen configuration (and its preset) as mean +- std over the seeds.
 
-    Example: camu-orch results quickstart --format json
+    Example: camu-orch results quickstart --by method
     """
-    from orchestrator.results import load_summary, write_table
+    from orchestrator.results import by_method, load_summary, render_by_method, write_table
     from orchestrator.tracking import open_store
 
     if output is not None and not output.parent.is_dir():
@@ -370,7 +378,10 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
     if format == Format.parquet and output is None:
         _fail("--format parquet: give -o FILE (Parquet is binary)")
     _, table = load_summary(open_store(tracking_uri), ident)
-    text = write_table(table, format.value, str(output) if output else None)
+    render = None
+    if by == By.method:
+        table, render = by_method(table), render_by_method
+    text = write_table(table, format.value, str(output) if output else None, render)
     if text is not None:
         sys.stdout.write(text + "\n")
 

@@ -14,8 +14,9 @@ def content_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def trial_run_name(scenario: str, seed: int, trial: str) -> str:
-    return f"{scenario}/seed{seed}/{trial}"
+def trial_run_name(scenario: str, method: str, seed: int, trial: str) -> str:
+    """MLflow run name of a trial: ``<scenario>/<method>/seed<k>/<trial>`` (trial ``preset`` for a preset)."""
+    return f"{scenario}/{method}/seed{seed}/{trial}"
 
 
 def train_run_name(job: str, stage: str, key: str) -> str:

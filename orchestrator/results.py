@@ -64,17 +64,15 @@ def trial_row(scenario: str, method: str, seed: int, trial_id: str, metrics: dic
     return _row(scenario, method, seed, trial_id, metrics if finished else {}, run_id, params, status)
 
 
-def mark_best(rows: list[dict[str, Any]], scenario: str) -> dict[str, Any] | None:
-    """Flag the lowest-objective finished sweep trial per seed; return the scenario's overall best."""
-    candidates = [r for r in rows if r["scenario"] == scenario and r["method"] == "camu" and r["status"] == "finished"
-                  and not math.isnan(r["objective"])]
-    best_overall = None
-    for seed in sorted({r["seed"] for r in candidates}):
-        best = min((r for r in candidates if r["seed"] == seed), key=lambda r: r["objective"])
-        best["is_best"] = True
-        if best_overall is None or best["objective"] < best_overall["objective"]:
-            best_overall = best
-    return best_overall
+def mark_chosen(rows: list[dict[str, Any]], scenario: str, method: str, trial_id: str) -> None:
+    """Flag the chosen configuration of (scenario, method): its rows, one per seed."""
+    for row in rows:
+        if row["scenario"] == scenario and row["method"] == method:
+            row["is_best"] = row["trial_id"] == trial_id and row["status"] == "finished"
+
+
+def chosen_rows(rows: list[dict[str, Any]], scenario: str, method: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["scenario"] == scenario and r["method"] == method and r["is_best"]]
 
 
 def to_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -119,7 +117,7 @@ def load_summary(tracker: Tracker, ident: str) -> tuple[Any, pa.Table]:
         return run, pq.read_table(path)
 
 
-def write_table(table: pa.Table, fmt: str, output: str | None) -> str | None:
+def write_table(table: pa.Table, fmt: str, output: str | None, render: Any = None) -> str | None:
     """Render ``table`` as table/json/parquet; returns text for stdout (None when written to a file)."""
     if fmt == "parquet":
         if not output:
@@ -129,7 +127,7 @@ def write_table(table: pa.Table, fmt: str, output: str | None) -> str | None:
     if fmt == "json":
         text = json.dumps(table.to_pylist(), indent=2, default=_json_default)
     else:
-        text = render_text(table)
+        text = (render or render_text)(table)
     if output:
         Path(output).write_text(text)
         return None
@@ -157,3 +155,68 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "*" if value else ""
     return str(value)
+
+
+# ----------------------------------------------------------------------------- one row per method
+BY_METHOD_METRICS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_auc", "avg_gap",
+                     "unlearn_seconds", "rte"]
+
+
+def by_method(table: pa.Table) -> pa.Table:
+    """One row per (scenario, method, configuration): the chosen configuration (``best``) and, when it is
+    not the preset, the preset too; original and oracle as references. Each metric is the mean over
+    the job's seeds with its standard deviation (NaN for a single seed: no spread is claimed)."""
+    rows = table.to_pylist()
+    out = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        scoped = [r for r in rows if r["scenario"] == scenario]
+        for method in dict.fromkeys(r["method"] for r in scoped):
+            mine = [r for r in scoped if r["method"] == method]
+            trials = len({r["trial_id"] for r in mine})
+            groups = [("best", [r for r in mine if r["is_best"]])] if method not in ("original", "oracle") else \
+                [("reference", mine)]
+            best_id = groups[0][1][0]["trial_id"] if groups[0][1] else None
+            if best_id not in (None, "preset") and method not in ("original", "oracle"):
+                groups.append(("preset", [r for r in mine if r["trial_id"] == "preset" and r["status"] == "finished"]))
+            for config, chosen in groups:
+                if chosen:
+                    out.append(_aggregate(scenario, method, config, chosen, trials))
+    return pa.Table.from_pylist(out, schema=BY_METHOD_SCHEMA)
+
+
+def _aggregate(scenario: str, method: str, config: str, chosen: list[dict[str, Any]], trials: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"scenario": scenario, "method": method, "config": config,
+                           "trial_id": chosen[0]["trial_id"], "seeds": len(chosen), "trials": trials}
+    for metric in BY_METHOD_METRICS:
+        values = [r[metric] for r in chosen if r[metric] is not None and not math.isnan(r[metric])]
+        full = len(values) == len(chosen) and values
+        row[metric] = sum(values) / len(values) if full else float("nan")
+        row[f"{metric}_std"] = _std(values) if full and len(values) > 1 else float("nan")
+    return row
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+BY_METHOD_SCHEMA = pa.schema([("scenario", pa.string()), ("method", pa.string()), ("config", pa.string()),
+                              ("trial_id", pa.string()), ("seeds", pa.int64()), ("trials", pa.int64())]
+                             + [f for m in BY_METHOD_METRICS for f in ((m, pa.float64()), (f"{m}_std", pa.float64()))])
+
+
+def render_by_method(table: pa.Table) -> str:
+    """Fixed-width text: ``mean +- std`` over seeds, a plain value for a single seed."""
+    cols = ["scenario", "method", "config", "trial_id", "seeds", "trials"] + BY_METHOD_METRICS
+    rows = [[_fmt(r[c]) if c not in BY_METHOD_METRICS else _mean_std(r[c], r[f"{c}_std"]) for c in cols]
+            for r in table.to_pylist()]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "-"
+    return _fmt(mean) if std is None or math.isnan(std) else f"{_fmt(mean)} +- {_fmt(std)}"

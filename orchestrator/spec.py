@@ -96,11 +96,42 @@ class ScenarioSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class CamuSpec(Strict):
-    """The base CaMU configuration trials start from: the official preset, then ``params`` overrides."""
+class MethodSweepSpec(Strict):
+    """A method's own search space (default: the method's documented space; ``{}``: no search, the
+    preset alone)."""
 
-    preset: Literal["official", "none"] = "official"
-    params: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Any] | None = Field(None, description="parameter -> {uniform|loguniform|randint: [lo, hi]} | "
+                                                           "{choice|grid: [...]} | constant")
+
+    @field_validator("space")
+    @classmethod
+    def _space_shape(cls, space: dict[str, Any] | None) -> dict[str, Any] | None:
+        problems = []
+        for key, value in (space or {}).items():
+            if isinstance(value, dict):
+                if len(value) != 1 or next(iter(value)) not in ALLOWED_SPACE_KINDS:
+                    problems.append(f"space.{key}: use exactly one of {', '.join(ALLOWED_SPACE_KINDS)}, "
+                                    f"e.g. {{loguniform: [1.0e-4, 1.0e-2]}}")
+                    continue
+                problem = space_dimension_problem(*next(iter(value.items())))
+                if problem:
+                    problems.append(f"space.{key}.{problem}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"space.{key}: {value} is not a finite number")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return space
+
+
+class MethodSpec(Strict):
+    """One unlearning method of the job: a registry name, the preset trials start from (a named published
+    configuration; default: the method's first; ``none``: its parameter defaults), overrides of its
+    parameters, and its search space."""
+
+    name: str = Field(min_length=1, max_length=64, description="a registered method (camu-orch ls methods)")
+    preset: str | None = Field(None, min_length=1, max_length=64, description="named published configuration, or none")
+    params: dict[str, Any] = Field(default_factory=dict, description="overrides of the method's parameters")
+    sweep: MethodSweepSpec = Field(default_factory=MethodSweepSpec)
 
 
 class ObjectiveSpec(Strict):
@@ -138,47 +169,19 @@ def space_dimension_problem(kind: str, arg: Any) -> str | None:
 
 
 class SweepSpec(Strict):
-    search: Literal["random", "grid", "optuna"] = "random"
-    num_samples: int = Field(4, ge=1, le=MAX_TRIALS, description="trials per scenario and seed (per grid point for grid)")
+    """How every method is searched: the same algorithm and budget for all (a fair comparison by default)."""
+
+    search: Literal["random", "grid", "optuna"] = "optuna"
+    num_samples: int = Field(4, ge=0, le=MAX_TRIALS, description="sweep trials per method, scenario and seed "
+                                                                 "(per grid point for grid); presets come on top")
     max_concurrent_trials: int = Field(1, ge=1, le=1024)
     seed: Seed = 0
-    space: dict[str, Any] = Field(default_factory=dict, description="CaMU parameter -> {uniform|loguniform|randint: "
-                                                                    "[lo, hi]} | {choice|grid: [...]} | constant")
     scheduler: Literal["none", "asha"] = "none"
     grace_period: int = Field(1, ge=1, le=1000, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: int = Field(2, ge=2, le=100)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     max_failures: int = Field(1, ge=0, le=100, description="Tune retries of a failed trial before it is recorded as failed")
 
-    @field_validator("space")
-    @classmethod
-    def _space_shape(cls, space: dict[str, Any]) -> dict[str, Any]:
-        problems = []
-        for key, value in space.items():
-            if isinstance(value, dict):
-                if len(value) != 1 or next(iter(value)) not in ALLOWED_SPACE_KINDS:
-                    problems.append(f"space.{key}: use exactly one of {', '.join(ALLOWED_SPACE_KINDS)}, "
-                                    f"e.g. {{loguniform: [1.0e-4, 1.0e-2]}}")
-                    continue
-                problem = space_dimension_problem(*next(iter(value.items())))
-                if problem:
-                    problems.append(f"space.{key}.{problem}")
-            elif isinstance(value, float) and not math.isfinite(value):
-                problems.append(f"space.{key}: {value} is not a finite number")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return space
-
-    @model_validator(mode="after")
-    def _grid_rules(self) -> SweepSpec:
-        grids = {k: v["grid"] for k, v in self.space.items() if isinstance(v, dict) and "grid" in v}
-        if grids and self.search != "grid":
-            raise ValueError(f"space.{next(iter(grids))}: 'grid' needs search: grid (or use 'choice' with {self.search})")
-        total = math.prod(len(v) for v in grids.values() if isinstance(v, list)) * self.num_samples
-        if total > MAX_TRIALS:
-            raise ValueError(f"space: the grid times num_samples makes {total:,} trials per scenario and seed; "
-                             f"at most {MAX_TRIALS:,} (shrink the grid or use search: optuna)")
-        return self
 
 
 def _resource_step_problem(value: float, name: str) -> str | None:
@@ -249,7 +252,8 @@ class JobSpec(Strict):
     original: OriginalSpec = Field(default_factory=OriginalSpec)
     scenarios: list[ScenarioSpec] = Field(min_length=1, max_length=100)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
-    camu: CamuSpec = Field(default_factory=CamuSpec)
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="camu")], min_length=1, max_length=50,
+                                      description="the unlearning methods compared, each with its preset and space")
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
@@ -264,6 +268,23 @@ class JobSpec(Strict):
             raise ValueError(f"scenarios: names {dup} are used twice; give each scenario its own name")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: list each seed once")
+        methods = [m.name for m in self.methods]
+        twice = sorted({m for m in methods if methods.count(m) > 1})
+        if twice:
+            raise ValueError(f"methods: {twice} listed twice; list each method once (its sweep covers its variants)")
+        problems = []
+        for i, method in enumerate(self.methods):
+            space = method.sweep.space or {}
+            grids = {k: v["grid"] for k, v in space.items() if isinstance(v, dict) and "grid" in v}
+            if grids and self.sweep.search != "grid":
+                problems.append(f"methods.{i}.sweep.space.{next(iter(grids))}: 'grid' needs sweep.search: grid "
+                                f"(or use 'choice' with {self.sweep.search})")
+            total = math.prod(len(v) for v in grids.values() if isinstance(v, list)) * self.sweep.num_samples
+            if total > MAX_TRIALS:
+                problems.append(f"methods.{i}.sweep.space: the grid times sweep.num_samples makes {total:,} trials per "
+                                f"scenario and seed; at most {MAX_TRIALS:,} (shrink the grid or use search: optuna)")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -308,11 +329,42 @@ def _shown(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= 40 and "://" not in value and "@" not in value
 
 
+NEW_FORM = """methods:
+      - name: camu
+        preset: official          # or none
+        params: {...}             # overrides
+        sweep: {space: {...}}     # default: the method's documented space"""
+
+
+def legacy_errors(raw: dict[str, Any]) -> list[str]:
+    """Keys of the CaMU-only job format, each with the form that replaced it."""
+    errors = []
+    if "camu" in raw:
+        errors.append(f"camu: the camu: block is replaced by a methods: list; write\n    {NEW_FORM}")
+    sweep = raw.get("sweep")
+    if isinstance(sweep, dict) and "space" in sweep:
+        errors.append("sweep.space: search spaces are per method now; move it to methods: [{name: camu, sweep: "
+                      "{space: {...}}}] (sweep: keeps search, num_samples, concurrency, scheduler, objective)")
+    return errors
+
+
+def without_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` without the legacy keys (reported by ``legacy_errors``), so the rest is still checked."""
+    out = {k: v for k, v in raw.items() if k != "camu"}
+    if isinstance(out.get("sweep"), dict):
+        out["sweep"] = {k: v for k, v in out["sweep"].items() if k != "space"}
+    return out
+
+
 def parse_job(raw: Any, source: str = "<job>") -> JobSpec:
     """Schema pass only: the mapping -> ``JobSpec`` or ``JobSpecError`` with every problem."""
     if not isinstance(raw, dict):
         raise JobSpecError(source, ["(top level): the job file must be a YAML mapping (key: value lines)"])
+    errors = legacy_errors(raw)
     try:
-        return JobSpec.model_validate(raw)
+        spec = JobSpec.model_validate(without_legacy(raw))
     except ValidationError as err:
-        raise JobSpecError(source, format_validation_error(err)) from None
+        raise JobSpecError(source, errors + format_validation_error(err)) from None
+    if errors:
+        raise JobSpecError(source, errors)
+    return spec

@@ -1,10 +1,14 @@
-"""The Ray Tune sweep of CaMU for one (scenario, seed): search space, search algorithm, scheduler,
-and the trial driver, which is a Tune function that builds and fits a TorchTrainer (Train V2)."""
+"""Running unlearning trials: one run of a method with given parameters (``run_trial``, used for presets
+and replicates in the driver and for every Tune trial), and the Ray Tune sweep of one (scenario,
+method, seed), whose trial driver is a Tune function that builds and fits a TorchTrainer (Train V2).
+The search is seeded with what is known: the method's evaluated presets are given to Optuna as
+evaluated points, so the sweep learns from them and its best is never worse than they are."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,10 @@ from orchestrator.launch import fit_trainer, make_trainer
 from orchestrator.naming import train_run_name, trial_key, trial_run_name
 from orchestrator.progress import say
 from orchestrator.selection import OBJECTIVE
-from orchestrator.spec import ResourcesSpec, SweepSpec
+from orchestrator.spec import SweepSpec
 from orchestrator.tracking import Tracker
-from orchestrator.workers import camu_worker
+from orchestrator.trial import SweepContext, TrialConfig
+from orchestrator.workers import unlearn_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +36,43 @@ def param_space(space: dict[str, Any]) -> dict[str, Any]:
             continue
         kind, arg = next(iter(value.items()))
         out[key] = {"uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
-                    "randint": lambda a: tune.randint(a[0], a[1] + 1), "choice": tune.choice,
+                    "randint": lambda a: tune.randint(int(a[0]), int(a[1]) + 1), "choice": tune.choice,
                     "grid": tune.grid_search}[kind](arg)
     return out
 
 
-def search_algorithm(sweep: SweepSpec) -> Any:
-    """Random (seeded), grid (from grid_search dimensions) or Optuna TPE."""
+def in_space(point: dict[str, Any], space: dict[str, Any]) -> bool:
+    """True when ``point`` gives every searched parameter a value its dimension can produce."""
+    for key, value in space.items():
+        if not isinstance(value, dict):
+            continue
+        kind, arg = next(iter(value.items()))
+        v = point.get(key)
+        if kind in ("choice", "grid"):
+            if v not in arg:
+                return False
+        elif not isinstance(v, (int, float)) or isinstance(v, bool) or not arg[0] <= v <= arg[1]:
+            return False
+    return True
+
+
+def search_algorithm(sweep: SweepSpec, space: dict[str, Any], evaluated: list[tuple[dict[str, Any], float]]) -> Any:
+    """Optuna TPE (seeded, told the presets' objectives), random (seeded) or grid."""
     if sweep.search == "optuna":
         from optuna.samplers import TPESampler
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(sampler=TPESampler(seed=sweep.seed)),
-                                  max_concurrent=sweep.max_concurrent_trials)
+        searched = [k for k, v in space.items() if isinstance(v, dict)]
+        known = [({k: p[k] for k in searched}, obj) for p, obj in evaluated
+                 if in_space(p, space) and math.isfinite(obj)]
+        searcher = OptunaSearch(sampler=TPESampler(seed=sweep.seed),
+                                points_to_evaluate=[p for p, _ in known] or None,
+                                evaluated_rewards=[o for _, o in known] or None)
+        return ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent_trials)
     from ray.tune.search import BasicVariantGenerator
 
-    # an explicit generator must carry the concurrency limit itself (Tune ignores max_concurrent_trials then)
+    # an explicit generator carries the concurrency limit itself (Tune ignores max_concurrent_trials then)
     return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
 
 
@@ -61,35 +86,37 @@ def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
     return None
 
 
-def run_trial(static: dict[str, Any], params: dict[str, Any], trial_id: str, method: str,
-              in_tune: bool) -> tuple[dict[str, float], str]:
-    """Find or create the trial's MLflow run, then fit a TorchTrainer running ``camu_worker``.
-    The run is found again by key when Tune restarts the trial (same trial id), never duplicated."""
-    tracker = Tracker(static["tracking_uri"])
-    scenario, seed = static["scenario"], static["seed"]
+def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune: bool,
+              seed: int | None = None) -> tuple[dict[str, float], str]:
+    """Find or create the trial's MLflow run, then fit a TorchTrainer running ``unlearn_worker``.
+    The run is found again by key when Tune restarts the trial (same trial id), never duplicated.
+    ``seed``: run on another seed's split (replicates of a chosen configuration)."""
+    tracker = Tracker(ctx.tracking_uri)
+    seed = ctx.seed if seed is None else seed
+    key = trial_key(ctx.scope_key, f"{trial_id}@{seed}")
     run_id = tracker.find_or_create_run(
-        static["experiment_id"], trial_run_name(scenario, seed, trial_id),
-        tags={"camu.method": method, "camu.scenario": scenario, "camu.seed": str(seed), "ray.trial_id": trial_id,
-              "camu.job": static["job"], "camu.role": "trial"},
-        key=trial_key(static["scope_key"], trial_id), parent=static["scenario_run_id"])
-    tracker.log_params(run_id, {f"camu.{k}": v for k, v in sorted(params.items())})
-    config = {**static["worker"], "camu_params": params, "run_id": run_id,
-              "out_dir": f"{static['out_root']}/{trial_id}"}
-    finished = read_final_metrics(config["out_dir"])
+        ctx.experiment_id, trial_run_name(ctx.scenario, ctx.method, seed, trial_id),
+        tags={"camu.method": ctx.method, "camu.scenario": ctx.scenario, "camu.seed": str(seed), "ray.trial_id": trial_id,
+              "camu.job": ctx.job, "camu.role": "trial", "camu.trial_id": trial_id},
+        key=key, parent=ctx.scenario_run_id)
+    tracker.log_params(run_id, {f"{ctx.method}.{k}": v for k, v in sorted(params.items())})
+    out_dir = f"{ctx.out_root}/{ctx.method}/seed{seed}/{trial_id}"
+    finished = read_final_metrics(out_dir)
     if finished:  # a resumed job: this trial completed before the interruption
         tracker.end(run_id, "FINISHED")
         return finished, run_id
-    trainer = make_trainer(camu_worker, config, ResourcesSpec.model_validate(static["resources"]),
-                           train_run_name(static["job"], f"{scenario}-s{seed}", f"{static['scope_key'][-8:]}-{trial_id}"),
-                           static["storage_path"], callbacks=[TuneReportCallback()] if in_tune else None)
+    config = TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir)
+    name = train_run_name(ctx.job, f"{ctx.scenario}-{ctx.method}-s{seed}", f"{ctx.scope_key[-8:]}-{trial_id}")
+    trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources, name, ctx.storage_path,
+                           callbacks=[TuneReportCallback()] if in_tune else None)
     try:
-        fit_trainer(trainer, ResourcesSpec.model_validate(static["resources"]))
+        fit_trainer(trainer, ctx.resources)
     except BaseException:
         tracker.set_tags(run_id, {"camu.status": "failed"})
         tracker.end(run_id, "FAILED")
         raise
     tracker.end(run_id, "FINISHED")
-    return read_final_metrics(config["out_dir"]), run_id
+    return read_final_metrics(out_dir), run_id
 
 
 def read_final_metrics(out_dir: str) -> dict[str, float]:
@@ -98,25 +125,25 @@ def read_final_metrics(out_dir: str) -> dict[str, float]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def trial_driver(config: dict[str, Any], static: dict[str, Any]) -> None:
+def trial_driver(config: dict[str, Any], context: dict[str, Any]) -> None:
     """[4] The Tune trainable: ray.tune APIs only here; ray.train APIs live in the workers."""
-    trial_id = tune.get_context().get_trial_id()
-    run_trial(static, {**static["base_params"], **config}, trial_id, "camu", in_tune=True)
+    ctx = SweepContext.model_validate(context)
+    run_trial(ctx, {**ctx.base_params, **config}, tune.get_context().get_trial_id(), in_tune=True)
 
 
 class TrialProgress(tune.Callback):
-    """Reports trials done / running / failed and the best objective so far; closes the MLflow runs of
-    trials that Tune stopped early (their driver process is gone before it could)."""
+    """Reports trials done / running / stopped / failed and the best objective so far; closes the MLflow
+    runs of trials that Tune stopped early (their driver process is gone before it could)."""
 
-    def __init__(self, static: dict[str, Any]) -> None:
-        self.static = static
-        self.best = float("inf")
+    def __init__(self, ctx: SweepContext, best: float = float("inf")) -> None:
+        self.ctx = ctx
+        self.best = best
         self._tracker: Tracker | None = None
 
     @property
     def tracker(self) -> Tracker:
         if self._tracker is None:
-            self._tracker = Tracker(self.static["tracking_uri"])
+            self._tracker = Tracker(self.ctx.tracking_uri)
         return self._tracker
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
@@ -135,36 +162,41 @@ class TrialProgress(tune.Callback):
         self._status(trials)
 
     def _close(self, trial: Any, status: str) -> None:
-        run_id = self.tracker.find_run(self.static["experiment_id"], {"camu.key": trial_key(self.static["scope_key"], trial.trial_id)})
+        key = trial_key(self.ctx.scope_key, f"{trial.trial_id}@{self.ctx.seed}")
+        run_id = self.tracker.find_run(self.ctx.experiment_id, {"camu.key": key})
         if run_id and self.tracker.status(run_id) == "RUNNING":
             if not (trial.last_result or {}).get("final"):
                 self.tracker.set_tags(run_id, {"camu.stopped_early": "true"})
             self.tracker.end(run_id, status)
 
     def _status(self, trials: list) -> None:
-        done = sum(t.status == "TERMINATED" for t in trials)
+        stopped = sum(t.status == "TERMINATED" and not (t.last_result or {}).get("final") for t in trials)
+        done = sum(t.status == "TERMINATED" for t in trials) - stopped
         failed = sum(t.status == "ERROR" for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         best = f"{self.best:.2f}" if self.best < float("inf") else "-"
-        say(f"    trials: {done} done, {running} running, {failed} failed; best objective so far {best}")
+        say(f"    {self.ctx.method} trials: {done} done, {running} running, {stopped} stopped, {failed} failed; "
+            f"best objective so far {best}")
 
 
-def run_sweep(static: dict[str, Any], sweep: SweepSpec, max_epochs: int, tune_name: str) -> tune.ResultGrid:
-    """[5] One Tuner per (scenario, seed); resumes an interrupted sweep at the same path."""
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, static=static), {"CPU": 0.01})
-    path = f"{static['storage_path']}/{tune_name}"
+def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_epochs: int, tune_name: str,
+              evaluated: list[tuple[dict[str, Any], float]]) -> tune.ResultGrid:
+    """[5] One Tuner per (scenario, method, seed); resumes an interrupted sweep at the same path."""
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, context=ctx.model_dump()), {"CPU": 0.01})
+    path = f"{ctx.storage_path}/{tune_name}"
     if tune.Tuner.can_restore(path):
         say(f"    resuming sweep from {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
+        best_known = min((o for _, o in evaluated if math.isfinite(o)), default=float("inf"))
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(sweep.space),
+            param_space=param_space(space),
             # concurrency is set on the search algorithm itself (Tune ignores max_concurrent_trials then)
-            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep),
+            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep, space, evaluated),
                                         scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples),
-            run_config=tune.RunConfig(name=tune_name, storage_path=static["storage_path"], verbose=0,
+            run_config=tune.RunConfig(name=tune_name, storage_path=ctx.storage_path, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                      callbacks=[TrialProgress(static)]),
+                                      callbacks=[TrialProgress(ctx, best_known)]),
         )
     return tuner.fit()

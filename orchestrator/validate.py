@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,12 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from camu import DATASETS, MODELS, SCENARIOS, CamuParams
+from camu import DATASETS, METHODS, MODELS, SCENARIOS
 from camu.data import DataFormatError, DataRootError, ImageData, load_dataset
-from camu.methods.camu import official_params
 from camu.scenarios import ScenarioError, make_split
 from orchestrator.jobfile import apply_overrides, read_yaml
-from orchestrator.spec import (
-    JobSpec,
-    JobSpecError,
-    ScenarioSpec,
-    format_validation_error,
-    parse_job,
-    space_dimension_problem,
-)
+from orchestrator.methods import method_errors, search_space
+from orchestrator.spec import JobSpec, JobSpecError, ScenarioSpec, format_validation_error, parse_job, without_legacy
 from orchestrator.uris import local_weights_problem, model_source
 
 MAX_LOCAL_OVERSUBSCRIPTION = 8  # logical CPUs a local job may ask per physical core
@@ -91,76 +83,50 @@ def _registry_errors(raw: dict[str, Any]) -> list[str]:
     return errors
 
 
-# ----------------------------------------------------------------------------- method parameters and space
-def base_camu_params(spec: JobSpec, scenario: ScenarioSpec) -> dict[str, Any]:
-    """The configuration every trial of ``scenario`` starts from (official preset + overrides)."""
-    base = official_params(spec.dataset.name, scenario.kind).model_dump() if spec.camu.preset == "official" else {}
-    return {**base, **spec.camu.params}
+# ----------------------------------------------------------------------------- methods
+def _method_errors(raw: dict[str, Any], methods: Any, original: Any) -> list[str]:
+    """Each method through its own typed Params: name, preset, overrides, space, applicability."""
+    if not methods:
+        return []
+    dataset = raw.get("dataset", {}).get("name") if isinstance(raw.get("dataset"), dict) else None
+    scenarios = [(sc.get("name", f"#{i}"), sc["kind"]) for i, sc in enumerate(raw.get("scenarios") or [])
+                 if isinstance(sc, dict) and isinstance(sc.get("kind"), str) and sc["kind"] in SCENARIOS]
+    loaded = original is not None and original.uri is not None
+    errors = []
+    for i, spec in enumerate(methods):
+        errors += method_errors(i, spec, dataset if dataset in DATASETS else None, scenarios, loaded)
+    return errors
+
+
+# ----------------------------------------------------------------------------- resources and paths
+BATCH_FIELDS = ("batch_size", "forget_batch_size")
 
 
 def _space_points(value: Any) -> list[Any]:
-    """The values of a search dimension that must all be valid parameter values."""
     if not isinstance(value, dict):
         return [value]
     return list(next(iter(value.values())))
 
 
-def _base_type(annotation: Any) -> Any:
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _base_type(typing.get_args(annotation)[0])
-    return annotation
-
-
-def space_kind_problem(name: str, annotation: Any, kind: str) -> str | None:
-    """Why searching parameter ``name`` (of type ``annotation``) with ``kind`` cannot work, or None."""
-    base = _base_type(annotation)
-    if base is int and kind in ("uniform", "loguniform"):
-        return f"{name} is a whole number; search it with randint: [low, high] (or choice)"
-    if base not in (int, float) and kind in ("uniform", "loguniform", "randint"):
-        return f"{name} is not numeric; search it with choice: [...] (or grid)"
-    return None
-
-
-def _camu_errors(raw: dict[str, Any]) -> list[str]:
-    camu = raw.get("camu") if isinstance(raw.get("camu"), dict) else {}
-    params = camu.get("params")
-    errors = options_errors("camu.params", CamuParams, params) if isinstance(params, dict) else []
-    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
-    space = sweep.get("space") if isinstance(sweep.get("space"), dict) else {}
-    fields = CamuParams.model_fields
-    for key, value in space.items():
-        if key not in fields:
-            errors.append(f"sweep.space.{key}: not a CaMU parameter; searchable: {', '.join(sorted(fields))}")
-            continue
-        if isinstance(value, dict):
-            if len(value) != 1 or space_dimension_problem(*next(iter(value.items()))):
-                continue  # malformed: the schema pass says how
-            kind = next(iter(value))
-            problem = space_kind_problem(key, fields[key].annotation, kind)
-            if problem:
-                errors.append(f"sweep.space.{key}.{kind}: {problem}")
-                continue
-        points = _space_points(value)
-        if isinstance(points, list) and len(points) <= 1000:
-            for point in points:
-                errors += options_errors("sweep.space", CamuParams, {key: point})
-    return list(dict.fromkeys(errors))
-
-
-# ----------------------------------------------------------------------------- resources and paths
-def _batch_errors(raw: dict[str, Any], resources: Any, original: Any, camu: Any, sweep: Any) -> list[str]:
+def _batch_errors(resources: Any, original: Any, methods: Any) -> list[str]:
     if resources is None:
         return []
     workers = max(resources.num_workers, 1)
     batches: dict[str, Any] = {}
     if original is not None:
         batches["original.recipe.batch_size"] = original.oracle_recipe.batch_size
-    if camu is not None:
-        batches["camu.params.batch_size"] = camu.params.get("batch_size", CamuParams().batch_size)
-    if sweep is not None and "batch_size" in sweep.space:
-        values = [v for v in _space_points(sweep.space["batch_size"]) if isinstance(v, (int, float))]
-        if values:
-            batches["sweep.space.batch_size"] = min(values)
+    for i, spec in enumerate(methods or []):
+        if spec.name not in METHODS:
+            continue
+        params, space = METHODS.get(spec.name).Params, search_space(spec)
+        for name in BATCH_FIELDS:
+            if name in spec.params:
+                batches[f"methods.{i}.params.{name}"] = spec.params[name]
+            elif name in params.model_fields:
+                batches[f"methods.{i} ({spec.name}) {name}"] = params.model_fields[name].default
+            values = [v for v in _space_points(space.get(name, [])) if isinstance(v, (int, float))]
+            if values:
+                batches[f"methods.{i}.sweep.space.{name}"] = min(values)
     return [f"{name}: global batch {batch} is smaller than resources.num_workers={workers}; raise the batch or use "
             f"fewer workers" for name, batch in batches.items() if isinstance(batch, int) and batch < workers]
 
@@ -283,11 +249,12 @@ def check_job(path: str | Path, check_data: bool = True, local: bool = True,
         spec = parse_job(raw, source)
     except JobSpecError as err:
         errors += err.errors
-    raw = raw if isinstance(raw, dict) else {}
+    raw = without_legacy(raw) if isinstance(raw, dict) else {}
     resources, sweep, original = section(raw, "resources"), section(raw, "sweep"), section(raw, "original")
+    methods = section(raw, "methods")
     registry_errors = _registry_errors(raw)
-    errors += registry_errors + _camu_errors(raw)
-    errors += _batch_errors(raw, resources, original, section(raw, "camu"), sweep)
+    errors += registry_errors + _method_errors(raw, methods, original)
+    errors += _batch_errors(resources, original, methods)
     errors += _original_errors(original) + _storage_errors(section(raw, "storage"))
     if local:
         errors += check_local_resources(resources, sweep, spec.device if spec is not None else "auto")

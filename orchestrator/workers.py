@@ -7,6 +7,7 @@ number of times (it is a barrier).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from camu import build_model, evaluate, forget_indices, load_dataset, load_split, retain_indices, run_method
+from camu import METHODS, build_model, evaluate, forget_indices, load_dataset, load_split, retain_indices, run_method
 from camu.data import ImageData
 from camu.evaluation import predict_logits
 from camu.methods import UnlearnContext
@@ -29,6 +30,7 @@ from camu.training import TrainRecipe, train_classifier
 from camu.weights import load_weights, read_checkpoint_state, save_weights
 from orchestrator.selection import OBJECTIVE, objective
 from orchestrator.tracking import Tracker
+from orchestrator.trial import TrialConfig
 
 QUICK_SAMPLE = 2000  # retained / test samples scored after every CaMU epoch
 
@@ -127,7 +129,7 @@ def supervised_worker(cfg: dict[str, Any]) -> None:
         tracker.log_metrics(cfg["run_id"], {"train_seconds": stats.seconds})
 
 
-# ----------------------------------------------------------------------------- CaMU trial
+# ----------------------------------------------------------------------------- unlearning trial
 def _quick_metrics(model: torch.nn.Module, data: ImageData, forget: torch.Tensor, retain: torch.Tensor,
                    device: torch.device) -> dict[str, float]:
     """Cheap per-epoch accuracies: all of D_f, a fixed sample of D_r and of the test set."""
@@ -140,83 +142,79 @@ def _quick_metrics(model: torch.nn.Module, data: ImageData, forget: torch.Tensor
             "ta": accuracy(predict_logits(model, data.test, t, device), y_test[t])}
 
 
-def scaled_params(params: dict[str, Any], lr_scaling: str, world_size: int) -> dict[str, Any]:
-    """Learning rates for the data-parallel group; the global batch stays as configured."""
+def scaled_params(method: str, params: dict[str, Any], lr_scaling: str, world_size: int) -> dict[str, Any]:
+    """Learning rates for the data-parallel group (the method's ``lr_fields``); the global batch stays."""
     if lr_scaling == "linear" and world_size > 1:
-        return {**params, "lr_rep": params["lr_rep"] * world_size, "lr_out": params["lr_out"] * world_size}
+        return {**params, **{f: params[f] * world_size for f in METHODS.get(method).lr_fields if f in params}}
     return params
 
 
-def maybe_inject_fault(cfg: dict[str, Any]) -> None:
-    """Chaos hook for fault-tolerance tests: with CAMU_ORCH_FAULT_INJECTION="trial=<substring>,times=<n>" set
-    on the driver, a matching trial raises at its start, ``n`` times in all (counted in its output folder)."""
-    fault = cfg.get("fault")
-    if not fault or fault["trial"] not in cfg["out_dir"]:
+def run_trial_hook(cfg: TrialConfig) -> None:
+    """Call ``function(cfg, argument)`` for ``worker.trial_hook = "module:function[:argument]"`` at the
+    start of a trial (the fault-tolerance tests inject failures this way; jobs normally set none)."""
+    if not cfg.worker.trial_hook:
         return
-    counter = Path(cfg["out_dir"]) / "injected_faults"
-    counter.parent.mkdir(parents=True, exist_ok=True)
-    done = int(counter.read_text()) if counter.exists() else 0
-    if done < fault["times"]:
-        counter.write_text(str(done + 1))
-        raise RuntimeError(f"injected fault {done + 1}/{fault['times']} (CAMU_ORCH_FAULT_INJECTION)")
+    module, _, rest = cfg.worker.trial_hook.partition(":")
+    function, _, argument = rest.partition(":")
+    getattr(importlib.import_module(module), function)(cfg, argument)
 
 
-def camu_worker(cfg: dict[str, Any]) -> None:
-    """One CaMU trial: unlearn, report per-epoch metrics, then (rank 0) evaluate against the oracle."""
-    maybe_inject_fault(cfg)
+def unlearn_worker(raw: dict[str, Any]) -> None:
+    """One unlearning trial of any registered method: unlearn, report per-epoch metrics, then (rank 0)
+    evaluate against the oracle."""
+    cfg = TrialConfig.model_validate(raw)
+    run_trial_hook(cfg)
     remove_stale_checkpoint_folders()
-    device = _device(cfg)
-    data = load_data(cfg, device)
-    split = load_split(cfg["split_path"])
+    wcfg = cfg.worker
+    device = _device(wcfg.model_dump())
+    data = load_data(wcfg.model_dump(), device)
+    split = load_split(wcfg.split_path)
     forget, retain = forget_indices(split), retain_indices(split)
-    original = load_weights(new_model(cfg, data, 0), cfg["original_weights"])
+    original = load_weights(new_model(wcfg.model_dump(), data, 0), wcfg.original_weights)
+    initial = load_weights(new_model(wcfg.model_dump(), data, 0), wcfg.initial_weights) if wcfg.initial_weights else None
     shard = Shard.current()
-    params = scaled_params(cfg["camu_params"], cfg["lr_scaling"], shard.world_size)
-    tracker = Tracker(cfg["tracking_uri"]) if shard.is_main else None
-    oracle, obj = cfg["oracle_metrics"], cfg["objective"]
+    params = scaled_params(cfg.method, cfg.params, wcfg.lr_scaling, shard.world_size)
+    tracker = Tracker(wcfg.tracking_uri) if shard.is_main else None
+    oracle, obj = wcfg.oracle_metrics, wcfg.objective
     if tracker is not None:
-        tracker.log_params(cfg["run_id"], {"data_parallel.world_size": shard.world_size,
-                                           "data_parallel.global_batch": params["batch_size"],
-                                           "data_parallel.per_worker_batch": params["batch_size"] // shard.world_size,
-                                           "data_parallel.lr_scaling": cfg["lr_scaling"],
-                                           "data_parallel.effective_lr_rep": params["lr_rep"],
-                                           "data_parallel.effective_lr_out": params["lr_out"]})
+        batch = params.get("batch_size")
+        tracker.log_params(cfg.run_id, {"data_parallel.world_size": shard.world_size,
+                                        "data_parallel.global_batch": batch,
+                                        "data_parallel.per_worker_batch": batch // shard.world_size if batch else None,
+                                        "data_parallel.lr_scaling": wcfg.lr_scaling,
+                                        **{f"data_parallel.effective_{f}": params[f]
+                                           for f in METHODS.get(cfg.method).lr_fields if f in params}})
 
-    def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
-        quick = _quick_metrics(state_model(state), data, forget, retain, device) if shard.is_main else {}
+    def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any], model: torch.nn.Module) -> None:
+        quick = _quick_metrics(model, data, forget, retain, device) if shard.is_main else {}
         report = {**metrics, **{f"epoch_{k}": v for k, v in quick.items()}}
         if quick:
-            gap, report[OBJECTIVE] = objective(quick, oracle, obj["ra_max_drop"], 1e9, obj["penalty"], ("ra", "fa", "ta"))
-            tracker.log_metrics(cfg["run_id"], report, step=epoch)
+            _, report[OBJECTIVE] = objective(quick, oracle, obj.ra_max_drop, 1e9, obj.penalty, ("ra", "fa", "ta"))
+            tracker.log_metrics(cfg.run_id, report, step=epoch)
         _report({"epoch": epoch, **report}, state)
-
-    def state_model(state: dict[str, Any]) -> torch.nn.Module:
-        model = new_model(cfg, data, 0)
-        model.load_state_dict(state["model"])
-        return model
 
     resume_state = _resume_state()
     if resume_state is not None and tracker is not None:
         # a worker-group restart (Train FailureConfig) or a resumed job continues from its last checkpoint
-        tracker.set_tags(cfg["run_id"], {"camu.restored_from_epoch": int(resume_state["epoch"])})
-    ctx = UnlearnContext(original, data, forget, retain, device, seed=cfg["seed"], shard=shard, on_epoch=on_epoch,
-                         resume_state=resume_state)
-    result = run_method("camu", params, ctx)
+        tracker.set_tags(cfg.run_id, {"camu.restored_from_epoch": int(resume_state["epoch"])})
+    ctx = UnlearnContext(original, data, forget, retain, device, seed=wcfg.seed, shard=shard, on_epoch=on_epoch,
+                         resume_state=resume_state, initial=initial)
+    result = run_method(cfg.method, params, ctx)
     final: dict[str, float] = {}
     if shard.is_main:
-        evaluation = evaluate(result.model, data, split, device, seed=cfg["seed"])
+        evaluation = evaluate(result.model, data, split, device, seed=wcfg.seed)
         final = dict(evaluation.metrics)
-        final["avg_gap"], final[OBJECTIVE] = objective(final, oracle, obj["ra_max_drop"], obj["ta_retained_max_drop"],
-                                                       obj["penalty"])
+        final["avg_gap"], final[OBJECTIVE] = objective(final, oracle, obj.ra_max_drop, obj.ta_retained_max_drop,
+                                                       obj.penalty)
         final["unlearn_seconds"] = result.seconds
-        final["rte"] = cfg["oracle_seconds"] / result.seconds if result.seconds > 0 else float("nan")
-        out = Path(cfg["out_dir"])
+        final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
+        out = Path(cfg.out_dir)
         save_weights(result.model, out / "weights.safetensors")
         (out / "final.json").write_text(json.dumps({"final": 1.0, **final}))
-        tracker.log_metrics(cfg["run_id"], final, step=params["epochs"])
-        tracker.log_artifact(cfg["run_id"], out / "weights.safetensors", "model")
-        tracker.log_parquet(cfg["run_id"], evaluation.samples, "eval/samples.parquet")
-    ray.train.report({"epoch": params["epochs"], "final": 1.0, **final})
+        tracker.log_metrics(cfg.run_id, final, step=result.epochs)
+        tracker.log_artifact(cfg.run_id, out / "weights.safetensors", "model")
+        tracker.log_parquet(cfg.run_id, evaluation.samples, "eval/samples.parquet")
+    ray.train.report({"epoch": result.epochs, "final": 1.0, **final})
 
 
 # ----------------------------------------------------------------------------- evaluation task

@@ -31,7 +31,12 @@ class DataFormatError(ValueError):
 
 @dataclass
 class ImageData:
-    """A classification dataset: train and test splits plus the facts models need."""
+    """A classification dataset: train and test splits plus the facts models need.
+
+    Images are stored normalised, ``(pixel - mean) / std`` per channel, with pixels in [0, 1]. Methods
+    that act in pixel units (adversarial bounds, counterfactual noise) go through ``to_pixels`` /
+    ``from_pixels``; a dataset without pixels (``synthetic``) has no ``mean``/``std`` and no bounds.
+    """
 
     name: str
     train: Source
@@ -40,11 +45,38 @@ class ImageData:
     in_channels: int
     image_size: tuple[int, int]
     class_names: list[str] = field(default_factory=list)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     def to(self, device: torch.device | str) -> ImageData:
         """Move in-memory splits to ``device`` once (GPU-resident data for datasets that fit)."""
         return ImageData(self.name, self.train.to(device), self.test.to(device), self.num_classes,
-                         self.in_channels, self.image_size, self.class_names)
+                         self.in_channels, self.image_size, self.class_names, self.mean, self.std)
+
+    @property
+    def has_pixels(self) -> bool:
+        """True when the images are normalised [0, 1] pixels (every dataset but ``synthetic``)."""
+        return bool(self.std)
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return mean, std
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> pixel values (identity for a dataset without pixels)."""
+        if not self.has_pixels:
+            return x
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    def from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel values -> normalised images (identity for a dataset without pixels)."""
+        if not self.has_pixels:
+            return pixels
+        mean, std = self._stats(pixels)
+        return (pixels - mean) / std
 
 
 class DatasetOptions(StrictModel):
@@ -98,6 +130,9 @@ def _resplit(images: torch.Tensor, labels: torch.Tensor, test_size: float, seed:
 
 
 # ----------------------------------------------------------------------------- digits / synthetic
+DIGITS_MEAN, DIGITS_STD = (0.30,), (0.38,)
+
+
 class DigitsOptions(DatasetOptions):
     test_size: float = Field(0.25, gt=0, lt=1, description="fraction of the 1,797 images held out as test")
     seed: Seed = Field(0, description="seed of the train/test split")
@@ -109,9 +144,9 @@ def build_digits(opt: DigitsOptions) -> ImageData:
 
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = _normalise(images, (0.30,), (0.38,))
+    images = _normalise(images, DIGITS_MEAN, DIGITS_STD)
     train, test = _resplit(images, torch.tensor(bunch.target), opt.test_size, opt.seed)
-    return ImageData("digits", train, test, 10, 1, (8, 8), [str(i) for i in range(10)])
+    return ImageData("digits", train, test, 10, 1, (8, 8), [str(i) for i in range(10)], DIGITS_MEAN, DIGITS_STD)
 
 
 class SyntheticOptions(DatasetOptions):
@@ -222,7 +257,7 @@ def _mnist_like(name: str, folder: str, mean: float, std: float, opt: MnistOptio
             f"dataset.root: only the {name} test files are under {root}; set dataset.test_size (e.g. 0.2 for an "
             f"8,000/2,000 split of the 10k test set) or add the train-*-ubyte files")
     h, w = test_x.shape[-2:]
-    return ImageData(name, train, test, 10, 1, (int(h), int(w)), [str(i) for i in range(10)])
+    return ImageData(name, train, test, 10, 1, (int(h), int(w)), [str(i) for i in range(10)], (mean,), (std,))
 
 
 @register_dataset("mnist", MnistOptions, "MNIST from a local root of raw idx files (download only if asked)")
@@ -259,7 +294,7 @@ def _cifar(name: str, opt: CifarOptions, mean: tuple, std: tuple) -> ImageData:
         return TensorSource(_normalise(x, mean, std), torch.tensor(ds.targets))
 
     train, test = (source(s) for s in splits)
-    return ImageData(name, train, test, len(splits[0].classes), 3, (32, 32), list(splits[0].classes))
+    return ImageData(name, train, test, len(splits[0].classes), 3, (32, 32), list(splits[0].classes), mean, std)
 
 
 @register_dataset("cifar10", CifarOptions, "CIFAR-10 from a local root (download only if asked)")
@@ -273,6 +308,9 @@ def build_cifar100(opt: CifarOptions) -> ImageData:
 
 
 # ----------------------------------------------------------------------------- ImageNet-style trees
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 class ImageFolderOptions(DatasetOptions):
     root: Path = Field(description="tree root/train/<class>/*.JPEG and root/val/<class>/*.JPEG")
     classes: list[str] | None = Field(None, min_length=2, description="class folder names to keep (an ImageNet subset)")
@@ -294,7 +332,7 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None) ->
     from torchvision import transforms as T
 
     tf = T.Compose([T.Resize(int(opt.image_size * 256 / 224)), T.CenterCrop(opt.image_size), T.ToTensor(),
-                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     try:
         ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
     except FileNotFoundError as err:  # no class folder, or a class folder without images
@@ -325,4 +363,5 @@ def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
                 f"val images out by class (e.g. with the usual valprep script) under {root}")
     train, classes = _image_folder_split(root / "train", opt, opt.max_per_class)
     test, _ = _image_folder_split(root / "val", opt, None)
-    return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes)
+    return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes,
+                     IMAGENET_MEAN, IMAGENET_STD)

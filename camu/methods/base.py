@@ -1,9 +1,11 @@
 """The unlearning-method interface and registry.
 
-A method is a small class with a typed ``Params`` model and ``run(ctx, params)``. The shared
-context carries the frozen original, the data, the split and the data-parallel shard; methods
-report each finished epoch through ``ctx.on_epoch`` so that orchestration can log and checkpoint
-without the method knowing about Ray or MLflow.
+A method is a small class: a typed ``Params`` model, its published presets, its documented search
+space, and the part of training that is its own (``prepare`` for frozen models or masks, ``epoch`` for
+its losses and steps, optionally ``optimizers`` and ``adapt``/``finish`` for the model itself).
+Everything else (copies of the original, optimizers, autocast and channels_last, data-parallel
+sharding and gradient sync, resume state, epoch reporting and the unlearning stopwatch) lives in one
+place, ``camu.loop``. Adding a method is one module plus one import in ``camu/methods/__init__.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,9 +24,13 @@ from camu.registry import Registry
 from camu.runtime import Shard, place_model
 from camu.schema import StrictModel
 
-EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
-"""on_epoch(epoch, metrics, state): ``state`` is a torch-serialisable dict to resume from. Its tensors
-alias the live model and optimizers: serialise (or copy) them before returning."""
+if TYPE_CHECKING:
+    from camu.loop import Run
+
+EpochCallback = Callable[[int, dict[str, float], dict[str, Any], nn.Module], None]
+"""on_epoch(epoch, metrics, state, model): ``state`` is a torch-serialisable dict to resume from (its
+tensors alias the live model and optimizers: serialise them before returning); ``model`` is the live
+model being unlearned (use it read-only, in eval mode, under no_grad)."""
 
 
 class MethodParams(StrictModel):
@@ -34,7 +40,11 @@ class MethodParams(StrictModel):
 
 @dataclass
 class UnlearnContext:
-    """Everything a method needs, independent of how it is launched."""
+    """Everything a method needs, independent of how it is launched.
+
+    ``initial`` is the original model's initialisation (before training), for methods that replay the
+    training trajectory; None when the original was loaded rather than trained by the job.
+    """
 
     original: nn.Module
     data: ImageData
@@ -45,37 +55,86 @@ class UnlearnContext:
     shard: Shard = field(default_factory=Shard)
     on_epoch: EpochCallback | None = None
     resume_state: dict[str, Any] | None = None
+    initial: nn.Module | None = None
 
     def epoch_generator(self, tag: int, epoch: int) -> torch.Generator:
         """A CPU generator that depends only on (seed, tag, epoch): identical on every rank and
         after a resume."""
         return torch.Generator().manual_seed((self.seed * 1_000_003 + tag * 10_007 + epoch) % (2**63))
 
-    def report(self, epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, metrics, state)
-
 
 @dataclass
 class UnlearnResult:
-    """The unlearned model (unwrapped, on the context's device), its wall time and per-step history."""
+    """The unlearned model (unwrapped, on the context's device), its wall time, per-step history and the
+    number of epochs of the run (the step at which final metrics belong)."""
 
     model: nn.Module
     seconds: float
     history: dict[str, list[float]]
+    epochs: int = 0
 
 
-class UnlearningMethod(Protocol):
-    """What every registered method provides."""
+class MethodError(ValueError):
+    """A method asked for something the job cannot give (a scenario kind, the original's initial weights)."""
+
+
+class UnlearningMethod:
+    """Base class of every registered method; see the module docstring.
+
+    Class attributes a method sets:
+      ``Params``: its typed parameters; ``presets``: name -> the reference repository's published
+      defaults (the first is the default preset); ``space``: its documented search space (YAML form,
+      ``{param: {loguniform|uniform|randint: [lo, hi]} | {choice: [...]}}``); ``lr_fields``: the
+      learning rates that ``lr_scaling: linear`` multiplies; ``scenario_kinds``: the scenario kinds it
+      is defined for (None: all); ``needs_initial``: whether it needs the original's initial weights;
+      ``reuses_oracle``: the orchestrator reports the cached oracle for it instead of running it.
+    """
 
     Params: ClassVar[type[MethodParams]]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    space: ClassVar[dict[str, Any]] = {}
+    lr_fields: ClassVar[tuple[str, ...]] = ("lr",)
+    scenario_kinds: ClassVar[tuple[str, ...] | None] = None
+    needs_initial: ClassVar[bool] = False
+    reuses_oracle: ClassVar[bool] = False
 
-    def run(self, ctx: UnlearnContext, params: MethodParams) -> UnlearnResult:
-        """Unlearn ``ctx.forget`` from a copy of ``ctx.original``; never modify the original."""
-        ...
+    # ------------------------------------------------------------------ what a method may override
+    def preset_names(self, dataset: str, scenario_kind: str) -> list[str]:
+        """The presets that apply to (dataset, scenario kind); the first is the default."""
+        return list(self.presets)
+
+    def preset(self, name: str, dataset: str, scenario_kind: str) -> dict[str, Any]:
+        """The parameters of preset ``name`` (a complete, validated configuration)."""
+        if name not in self.presets:
+            raise MethodError(f"unknown preset {name!r}; presets: {', '.join(self.presets) or 'none'}")
+        return self.Params.model_validate(self.presets[name]).model_dump()
+
+    def num_epochs(self, params: MethodParams) -> int:
+        return int(params.epochs)  # type: ignore[attr-defined]
+
+    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: MethodParams) -> nn.Module:
+        """Change the trainable copy before optimizers exist (e.g. an extra output); default: as is."""
+        return model
+
+    def optimizers(self, model: nn.Module, params: MethodParams) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers by name; default: one, built from ``optimizer``/``lr``/``momentum``/``weight_decay``."""
+        from camu.loop import make_optimizer
+
+        return {"main": make_optimizer(model.parameters(), params)}
+
+    def prepare(self, run: Run, params: MethodParams) -> None:
+        """Once before the first epoch (and again on resume): frozen models, masks, fixed targets."""
+
+    def epoch(self, run: Run, params: MethodParams, epoch: int) -> None:
+        """One epoch of this method's steps (``run.step``), recording losses with ``run.record``."""
+        raise NotImplementedError
+
+    def finish(self, run: Run, params: MethodParams) -> nn.Module:
+        """The model to return (default: the trainable copy as it is)."""
+        return run.model
 
 
-METHODS: Registry[type] = Registry("method")
+METHODS: Registry[type[UnlearningMethod]] = Registry("method")
 
 
 def trainable_copy(original: nn.Module, device: torch.device) -> nn.Module:
@@ -87,14 +146,25 @@ def trainable_copy(original: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def frozen_copy(original: nn.Module, device: torch.device) -> nn.Module:
-    """The reference f0: a copy of the original on ``device``, eval mode, no gradients.
-    (A copy, so that the caller's model is never switched to eval or frozen.)"""
+def frozen_copy(original: nn.Module, device: torch.device, train_mode: bool = False) -> nn.Module:
+    """A reference copy of ``original`` on ``device`` without gradients (eval mode unless ``train_mode``).
+    A copy, so that the caller's model is never switched to eval or frozen."""
     model = place_model(copy.deepcopy(original), device)
-    model.eval()
+    model.train(train_mode)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def reinitialised_copy(original: nn.Module, device: torch.device, seed: int) -> nn.Module:
+    """A copy of ``original``'s architecture with fresh, seeded weights (every module's own
+    ``reset_parameters``), e.g. an incompetent teacher or a model trained from scratch."""
+    model = copy.deepcopy(original)
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+            module.reset_parameters()
+    return place_model(model, device)
 
 
 class Stopwatch:
@@ -103,6 +173,7 @@ class Stopwatch:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.start = 0.0
+        self.seconds = 0.0
 
     def __enter__(self) -> Stopwatch:
         self._sync()
@@ -118,9 +189,28 @@ class Stopwatch:
             torch.cuda.synchronize(self.device)
 
 
+def method_class(name: str) -> type[UnlearningMethod]:
+    """The registered method class ``name`` (``UnknownNameError`` lists the known names)."""
+    return METHODS.get(name)
+
+
+def check_applicable(name: str, scenario_kind: str, has_initial: bool) -> str | None:
+    """Why method ``name`` cannot run on a scenario of ``scenario_kind`` in this job, or None."""
+    cls = METHODS.get(name)
+    if cls.scenario_kinds is not None and scenario_kind not in cls.scenario_kinds:
+        return (f"{name} is defined only for {' / '.join(cls.scenario_kinds)} scenarios, not {scenario_kind!r}; "
+                f"drop it for this job or use a class-removal scenario")
+    if cls.needs_initial and not has_initial:
+        return (f"{name} replays the original's training from its initial weights, which a loaded original "
+                f"(original.uri) does not have; train the original in the job (original.recipe) to use it")
+    return None
+
+
 def run_method(name: str, params: dict | MethodParams | None, ctx: UnlearnContext) -> UnlearnResult:
-    """Validate ``params`` for method ``name`` and run it."""
+    """Validate ``params`` for method ``name`` and run it through the shared loop."""
+    from camu.loop import run_unlearning
+
     cls = METHODS.get(name)
     if not isinstance(params, MethodParams):
         params = cls.Params.model_validate(params or {})
-    return cls().run(ctx, params)
+    return run_unlearning(cls(), params, ctx)

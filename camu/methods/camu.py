@@ -11,17 +11,16 @@ B partner-pool samples (x_s, y_s), then
 Efficiency: f0 is frozen and x_cf is fixed for an epoch, so the targets sm(f0.emb(.)) are computed
 once per pairing (once per run unless partners are redrawn), never per step. x_s and x_f share one
 forward pass when the model has no BatchNorm (batch statistics would otherwise couple them).
-Data parallel: each rank takes its slice of the global batch; KL sums are scaled by the world size
-so averaged gradients equal the single-process gradient at the same global batch.
+Data parallel (``camu.loop``): each rank takes its share of the global batch; KL sums are scaled by
+the world size and cross-entropy means taken over the global batch, so averaged gradients equal the
+single-process gradient at the same global batch.
 """
 
 from __future__ import annotations
 
-import time
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 from pydantic import Field
 from torch import nn
 
@@ -34,18 +33,13 @@ from camu.counterfactual import (
     sample_noise,
     soft_targets,
 )
-from camu.losses import cross_entropy, kl_sum
-from camu.methods.base import (
-    METHODS,
-    MethodParams,
-    Stopwatch,
-    UnlearnContext,
-    UnlearnResult,
-    frozen_copy,
-    trainable_copy,
-)
+from camu.losses import cross_entropy_each, kl_sum
+from camu.methods.base import METHODS, MethodError, MethodParams, UnlearningMethod, UnlearnContext, frozen_copy
 from camu.models import has_batch_norm
-from camu.runtime import Shard, autocast, global_batches, place_input, sync_gradients
+from camu.runtime import autocast, place_input
+
+if TYPE_CHECKING:
+    from camu.loop import Run
 
 TARGET_BATCH = 512  # batch size of the one-off frozen-model passes
 
@@ -81,12 +75,20 @@ OFFICIAL_SETTINGS: dict[tuple[str, str], dict[str, float | int]] = {
 }
 
 
-def official_params(dataset: str, scenario_kind: str) -> CamuParams:
-    """The official configuration for a dataset family and scenario (class removal vs the rest)."""
-    family = "mnist" if dataset in {"mnist", "fashion_mnist", "digits", "synthetic"} else "cifar"
+MNIST_FAMILY = {"mnist", "fashion_mnist", "digits", "synthetic"}
+
+
+def dataset_family(dataset: str) -> str:
+    """The official code's two settings: MNIST-like (the paper's CNN) or CIFAR-like (ResNet)."""
+    return "mnist" if dataset in MNIST_FAMILY else "cifar"
+
+
+def official_params(dataset: str, scenario_kind: str, family: str | None = None) -> CamuParams:
+    """The official configuration for a dataset family (default: ``dataset``'s) and scenario (class
+    removal vs the rest)."""
     kind = "class" if scenario_kind == "classes" else "random"
     extra = {"forget_repeat": 10} if dataset == "cifar100" and kind == "class" else {}
-    return CamuParams(**OFFICIAL_SETTINGS[(family, kind)], **extra)
+    return CamuParams(**OFFICIAL_SETTINGS[(family or dataset_family(dataset), kind)], **extra)
 
 
 class _Targets:
@@ -96,42 +98,83 @@ class _Targets:
         self.cf_rep, self.pool_rep, self.cf_label = cf_rep, pool_rep, cf_label
 
 
-@METHODS.register("camu", "CaMU: counterfactual representation + output alignment (two optimizers)")
-class Camu:
-    """CaMU unlearning; see the module docstring for the math."""
+@METHODS.register("camu", "CaMU (Shen et al. 2024): counterfactual representation + output alignment, two optimizers")
+class Camu(UnlearningMethod):
+    """CaMU, Causal Machine Unlearning (Shen, Zhang, Bialkowski, Chen, Xu; SDM 2024, arXiv 2401.17504;
+    reference code github.com/ShaofeiShen768/CaMU). See the module docstring for the math.
 
-    Params: ClassVar[type[MethodParams]] = CamuParams
+    Presets: ``official`` is the reference configuration of the dataset's family (MNIST-like or CIFAR-like)
+    and scenario (class removal or the rest); ``official-mnist`` / ``official-cifar`` name either family.
+    Search space (documented default): the two forget-side loss weights and the two learning rates on log
+    scales, epochs, the counterfactual noise scale and the blend of x_f into the partner.
+    """
 
-    def run(self, ctx: UnlearnContext, params: CamuParams) -> UnlearnResult:  # type: ignore[override]
-        device = ctx.device
-        f0 = frozen_copy(ctx.original, device)
-        model = trainable_copy(ctx.original, device)
-        opt_rep = torch.optim.Adam(model.parameters(), lr=params.lr_rep, weight_decay=params.weight_decay)
-        opt_out = torch.optim.Adam(model.parameters(), lr=params.lr_out, weight_decay=params.weight_decay)
-        start = 0
-        if ctx.resume_state is not None:
-            model.load_state_dict(ctx.resume_state["model"])
-            opt_rep.load_state_dict(ctx.resume_state["opt_rep"])
-            opt_out.load_state_dict(ctx.resume_state["opt_out"])
-            start = int(ctx.resume_state["epoch"]) + 1
-        together = params.batch_forward == "always" or (params.batch_forward == "auto" and not has_batch_norm(model))
-        history: dict[str, list[float]] = {"loss_rep": [], "loss_out": []}
-        reporting = 0.0
-        pairing = targets = None
-        with Stopwatch(device) as watch:
-            for epoch in range(start, params.epochs):
-                if targets is None or params.redraw_partners:
-                    pairing = self._pairing(ctx, params, epoch)
-                    targets = self._targets(ctx, params, f0, pairing, epoch)
-                rep, out = self._epoch(ctx, params, model, opt_rep, opt_out, pairing, targets, epoch, together)
-                history["loss_rep"] += rep
-                history["loss_out"] += out
-                t0 = time.perf_counter()
-                ctx.report(epoch, {"loss_rep": sum(rep) / max(len(rep), 1), "loss_out": sum(out) / max(len(out), 1)},
-                           {"model": model.state_dict(), "opt_rep": opt_rep.state_dict(),
-                            "opt_out": opt_out.state_dict(), "epoch": epoch})
-                reporting += time.perf_counter() - t0
-        return UnlearnResult(model, watch.seconds - reporting, history)
+    Params = CamuParams
+    lr_fields = ("lr_rep", "lr_out")
+    space: ClassVar[dict[str, Any]] = {
+        "w_rep_forget": {"loguniform": [0.1, 5.0]},
+        "w_out_forget": {"loguniform": [0.001, 1.0]},
+        "lr_rep": {"loguniform": [1.0e-6, 1.0e-2]},
+        "lr_out": {"loguniform": [1.0e-6, 1.0e-2]},
+        "epochs": {"randint": [1, 10]},
+        "noise_scale": {"uniform": [0.0, 2.0]},
+        "mix": {"uniform": [0.0, 0.5]},
+    }
+
+    def preset_names(self, dataset: str, scenario_kind: str) -> list[str]:
+        own = f"official-{dataset_family(dataset)}"
+        return ["official"] + [n for n in ("official-mnist", "official-cifar") if n != own]
+
+    def preset(self, name: str, dataset: str, scenario_kind: str) -> dict[str, Any]:
+        families = {"official": dataset_family(dataset), "official-mnist": "mnist", "official-cifar": "cifar"}
+        if name not in families:
+            raise MethodError(f"unknown preset {name!r}; presets: official, official-mnist, official-cifar")
+        return official_params(dataset, scenario_kind, families[name]).model_dump()
+
+    def optimizers(self, model: nn.Module, params: CamuParams) -> dict[str, torch.optim.Optimizer]:  # type: ignore[override]
+        # Two Adam optimizers on the same parameters, as the official code: [1] representation, [2] output.
+        return {"rep": torch.optim.Adam(model.parameters(), lr=params.lr_rep, weight_decay=params.weight_decay),
+                "out": torch.optim.Adam(model.parameters(), lr=params.lr_out, weight_decay=params.weight_decay)}
+
+    def prepare(self, run: Run, params: CamuParams) -> None:  # type: ignore[override]
+        self.f0 = frozen_copy(run.ctx.original, run.device)
+        self.together = params.batch_forward == "always" or (
+            params.batch_forward == "auto" and not has_batch_norm(run.model))
+        self.pairing: Pairing | None = None
+        self.targets: _Targets | None = None
+
+    def epoch(self, run: Run, params: CamuParams, epoch: int) -> None:  # type: ignore[override]
+        if self.targets is None or params.redraw_partners:
+            self.pairing = self._pairing(run.ctx, params, epoch)
+            self.targets = self._targets(run.ctx, params, self.f0, self.pairing, epoch)
+        pairing, targets, device = self.pairing, self.targets, run.device
+        g = run.generator(3)
+        tuple_batches = run.batches(len(pairing.forget), params.batch_size, g)
+        keep_batches = _cycled_batches(len(pairing.pool), params.batch_size, len(tuple_batches), g)
+        # Every index the epoch needs goes to the data's device in one copy, so that steps never wait on
+        # small host-to-device transfers: positions into the targets and sample indices into the source.
+        local_t = _to_device_batches([run.local(b) for b in tuple_batches], device)
+        local_k = _to_device_batches([run.local(b) for b in keep_batches], device)
+        source = run.ctx.data.train
+        index_device = source.images.device if hasattr(source, "images") else torch.device("cpu")
+        forget_idx, pool_idx = pairing.forget.to(index_device), pairing.pool.to(index_device)
+        forget_stream = run.stream([forget_idx[b.to(index_device)] for b in local_t])
+        keep_stream = run.stream([pool_idx[b.to(index_device)] for b in local_k])
+        for t_dev, k_dev, b_t, b_k, (x_f, _), (x_s, y_s) in zip(local_t, local_k, tuple_batches, keep_batches,
+                                                                 forget_stream, keep_stream):
+            # [1] representation level: KL to the frozen targets, optimizer 1 (KL sums: the group total).
+            (_, emb_s), (_, emb_f) = _forward_pair(run, x_s, x_f, self.together)
+            loss_rep = run.world * (params.w_rep_keep * kl_sum(targets.pool_rep.index_select(0, k_dev), emb_s)
+                                    + params.w_rep_forget * kl_sum(targets.cf_rep.index_select(0, t_dev), emb_f))
+            run.step(loss_rep, "rep")
+            # [2] output level: forward recomputed after step 1, optimizer 2.
+            (logits_s, _), (logits_f, _) = _forward_pair(run, x_s, x_f, self.together)
+            labels_f = targets.cf_label.index_select(0, t_dev)
+            loss_out = (params.w_out_keep * run.mean(cross_entropy_each(logits_s, y_s), len(b_k))
+                        + params.w_out_forget * run.mean(cross_entropy_each(logits_f, labels_f), len(b_t)))
+            run.step(loss_out, "out")
+            run.record("loss_rep", loss_rep)
+            run.record("loss_out", loss_out)
 
     @staticmethod
     def _pairing(ctx: UnlearnContext, params: CamuParams, epoch: int) -> Pairing:
@@ -142,7 +185,7 @@ class Camu:
     @staticmethod
     @torch.no_grad()
     def _targets(ctx: UnlearnContext, params: CamuParams, f0: nn.Module, pairing: Pairing, epoch: int) -> _Targets:
-        """One pass of f0 over every x_cf and every D_s sample (the only f0 forwards of the epoch)."""
+        """One pass of f0 over every x_cf and every D_s sample (the only f0 forwards of the pairing)."""
         device, source = ctx.device, ctx.data.train
         g = ctx.epoch_generator(2, epoch if params.redraw_partners else 0)
         cf_rep, cf_soft, pool_rep = [], [], []
@@ -163,62 +206,6 @@ class Camu:
         cf_label = torch.cat(cf_soft) if cf_soft else pairing.cf_label.to(device)
         return _Targets(torch.cat(cf_rep), torch.cat(pool_rep), cf_label)
 
-    @staticmethod
-    def _epoch(ctx: UnlearnContext, params: CamuParams, model: nn.Module, opt_rep: torch.optim.Optimizer,
-               opt_out: torch.optim.Optimizer, pairing: Pairing, targets: _Targets, epoch: int,
-               together: bool) -> tuple[list[float], list[float]]:
-        device, shard, source = ctx.device, ctx.shard, ctx.data.train
-        g = ctx.epoch_generator(3, epoch)
-        tuple_batches = global_batches(len(pairing.forget), params.batch_size, g, min_size=shard.world_size)
-        keep_batches = _cycled_batches(len(pairing.pool), params.batch_size, len(tuple_batches), g)
-        # Every index the epoch needs goes to the data's device in one copy, so that steps never wait on
-        # small host-to-device transfers: positions into the targets and sample indices into the source.
-        local_t = _to_device_batches([shard.take(b) for b in tuple_batches], device)
-        local_k = _to_device_batches([shard.take(b) for b in keep_batches], device)
-        index_device = source.images.device if hasattr(source, "images") else torch.device("cpu")
-        forget_idx = pairing.forget.to(index_device)
-        pool_idx = pairing.pool.to(index_device)
-        forget_stream = source.batches([forget_idx[b.to(index_device)] for b in local_t], device)
-        keep_stream = source.batches([pool_idx[b.to(index_device)] for b in local_k], device)
-        labels_dev = targets.cf_label
-        rep_losses, out_losses = [], []
-        for t_dev, k_dev, (x_f, _), (x_s, y_s) in zip(local_t, local_k, forget_stream, keep_stream):
-            x_f, x_s = place_input(x_f, device), place_input(x_s, device)
-
-            # [1] representation level: KL to the frozen targets, optimizer 1.
-            (_, emb_s), (_, emb_f) = _forward_pair(model, x_s, x_f, device, together)
-            loss_rep = shard.world_size * (
-                params.w_rep_keep * kl_sum(targets.pool_rep.index_select(0, k_dev), emb_s)
-                + params.w_rep_forget * kl_sum(targets.cf_rep.index_select(0, t_dev), emb_f))
-            opt_rep.zero_grad(set_to_none=True)
-            loss_rep.backward()
-            sync_gradients(model.parameters(), shard)
-            opt_rep.step()
-
-            # [2] output level: forward recomputed after step 1, optimizer 2.
-            (logits_s, _), (logits_f, _) = _forward_pair(model, x_s, x_f, device, together)
-            loss_out = (params.w_out_keep * cross_entropy(logits_s, y_s)
-                        + params.w_out_forget * cross_entropy(logits_f, labels_dev.index_select(0, t_dev)))
-            opt_out.zero_grad(set_to_none=True)
-            loss_out.backward()
-            sync_gradients(model.parameters(), shard)
-            opt_out.step()
-            rep_losses.append(loss_rep.detach() / shard.world_size)
-            out_losses.append(loss_out.detach())
-        return _global_losses(rep_losses, out_losses, shard)
-
-
-def _global_losses(rep: list[torch.Tensor], out: list[torch.Tensor], shard: Shard) -> tuple[list[float], list[float]]:
-    """Per-step losses of the whole global batch (KL sums add up over ranks, CE means average),
-    with one collective and one host sync per epoch, not per step."""
-    if not rep:
-        return [], []
-    losses = torch.stack([torch.stack(rep), torch.stack(out)])
-    if shard.world_size > 1:
-        dist.all_reduce(losses)
-        losses[1] /= shard.world_size
-    return losses[0].tolist(), losses[1].tolist()
-
 
 def _to_device_batches(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """Move a list of index batches to ``device`` with a single transfer."""
@@ -237,14 +224,11 @@ def _cycled_batches(n: int, batch_size: int, count: int, g: torch.Generator) -> 
     return batches[:count]
 
 
-def _forward_pair(model: nn.Module, x_s: torch.Tensor, x_f: torch.Tensor, device: torch.device,
+def _forward_pair(run: Run, x_s: torch.Tensor, x_f: torch.Tensor,
                   together: bool) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """(logits, emb) for x_s and x_f: one concatenated pass when allowed, else two passes."""
-    with autocast(device):
-        if together:
-            logits, emb = model(torch.cat([x_s, x_f]))
-            n = len(x_s)
-            return (logits[:n], emb[:n]), (logits[n:], emb[n:])
-        return model(x_s), model(x_f)
-
-
+    if together:
+        logits, emb = run.forward(run.model, torch.cat([x_s, x_f]))
+        n = len(x_s)
+        return (logits[:n], emb[:n]), (logits[n:], emb[n:])
+    return run.forward(run.model, x_s), run.forward(run.model, x_f)

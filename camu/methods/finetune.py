@@ -1,30 +1,32 @@
-"""Fine-tune baseline: continue training the original on D_r only (catastrophic forgetting of D_f)."""
+"""FT, fine-tuning: continue training the original on D_r only, so that D_f fades by catastrophic
+forgetting. Reference: Warnecke et al. 2023 / Golatkar et al. 2020 as run in Unlearn-Sparse and SalUn
+(github.com/OPTML-Group/Unlearn-Saliency, Classification/unlearn/FT.py: SGD lr 0.01, momentum 0.9,
+weight decay 5e-4, 10 epochs, batch 256).
+
+Loss per step on a batch of D_r: CE(f(x_r), y_r).
+Search space: lr in [1e-4, 1e-1] (log), epochs in [1, 10].
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
+from camu.methods.base import METHODS, UnlearningMethod
+from camu.methods.common import TAG_RETAIN, OptimParams, cross_entropy_pass
 
-from camu.methods.base import METHODS, MethodParams, Stopwatch, UnlearnContext, UnlearnResult, trainable_copy
-from camu.training import TrainRecipe, train_classifier
-
-
-class FinetuneParams(MethodParams):
-    epochs: int = Field(2, ge=1, le=200)
-    lr: float = Field(1e-3, gt=0, le=1.0)
-    batch_size: int = Field(32, ge=1, le=65536)
-    weight_decay: float = Field(1e-4, ge=0, le=1.0)
+if TYPE_CHECKING:
+    from camu.loop import Run
 
 
-@METHODS.register("finetune", "baseline: a few epochs of plain training on D_r")
-class Finetune:
-    Params: ClassVar[type[MethodParams]] = FinetuneParams
+class FinetuneParams(OptimParams):
+    """SGD fine-tuning on D_r."""
 
-    def run(self, ctx: UnlearnContext, params: FinetuneParams) -> UnlearnResult:  # type: ignore[override]
-        model = trainable_copy(ctx.original, ctx.device)
-        recipe = TrainRecipe(epochs=params.epochs, lr=params.lr, batch_size=params.batch_size,
-                             weight_decay=params.weight_decay, seed=ctx.seed)
-        with Stopwatch(ctx.device) as watch:
-            stats = train_classifier(model, ctx.data.train, ctx.retain, recipe, ctx.device, ctx.shard)
-        return UnlearnResult(model, watch.seconds, {"loss": stats.losses})
+
+@METHODS.register("finetune", "FT: plain training on D_r only (catastrophic forgetting of D_f)")
+class Finetune(UnlearningMethod):
+    Params = FinetuneParams
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 0.01, "epochs": 10, "batch_size": 256}}
+    space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]}}
+
+    def epoch(self, run: Run, params: FinetuneParams, epoch: int) -> None:  # type: ignore[override]
+        cross_entropy_pass(run, run.ctx.retain, params.batch_size, TAG_RETAIN)

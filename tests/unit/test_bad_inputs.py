@@ -28,7 +28,8 @@ GOOD: dict[str, Any] = {
     "original": {"recipe": {"epochs": 1}},
     "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]},
                   {"name": "random10", "kind": "random", "fraction": 0.1}],
-    "sweep": {"num_samples": 2, "space": {"lr_out": {"loguniform": [1.0e-4, 1.0e-2]}}},
+    "methods": [{"name": "camu", "sweep": {"space": {"lr_out": {"loguniform": [1.0e-4, 1.0e-2]}}}}],
+    "sweep": {"num_samples": 2},
     "resources": {"num_workers": 1, "cpus_per_worker": 1},
     "device": "cpu",
 }
@@ -120,6 +121,13 @@ def _save_pickle(path: Path) -> None:
     torch.save({"weight": Evil()}, path)
 
 
+def _right_weights(inputs: Path) -> str:
+    from camu.models import build_model
+    from camu.weights import save_weights
+
+    return str(save_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), inputs / "right.safetensors"))
+
+
 def _save_wrong_shape(path: Path) -> None:
     from camu.models import build_model
     from camu.weights import save_weights
@@ -150,7 +158,7 @@ CASES = [
     Case("huge-file", raw_file(b"#" * 1_100_000), "bytes"),
     # ------------------------------------------------------------------ --set overrides
     Case("set-no-equals", validate_job(GOOD, "--set", "oops"), "--set oops: use KEY=VALUE"),
-    Case("set-bad-yaml", validate_job(GOOD, "--set", "sweep.space=[unclosed"), "not valid YAML"),
+    Case("set-bad-yaml", validate_job(GOOD, "--set", "methods=[unclosed"), "not valid YAML"),
     Case("set-tag", validate_job(GOOD, "--set", "name=!!python/object/apply:os.system [x]"), "not valid YAML"),
     Case("set-through-scalar", validate_job(GOOD, "--set", "name.x=1"), "name is a single value"),
     Case("set-index-out-of-range", validate_job(GOOD, "--set", "scenarios.5.fraction=0.1"), "index it with 0..1"),
@@ -222,28 +230,45 @@ CASES = [
     Case("seed-bool", validate_job(job(seeds=[True])), "seeds"),
     Case("seed-twice", validate_job(job(seeds=[1, 1])), "list each seed once"),
     Case("seeds-not-a-list", validate_job(job(seeds="zero")), "seeds"),
-    # ------------------------------------------------------------------ CaMU parameters and the sweep
-    Case("camu-preset", validate_job(job(camu={"preset": "best"})), "camu.preset"),
-    Case("camu-param-typo", validate_job(job(camu={"params": {"lr_typo": 1}})), "camu.params.lr_typo: unknown option"),
-    Case("camu-param-inf", validate_job(job(camu={"params": {"lr_out": float("inf")}})), "camu.params.lr_out: must be a finite"),
-    Case("camu-param-string", validate_job(job(camu={"params": {"batch_size": "x"}})), "camu.params.batch_size"),
-    Case("camu-param-bool", validate_job(job(camu={"params": {"epochs": True}})), "camu.params.epochs: true is a boolean"),
+    # ------------------------------------------------------------------ methods and the sweep
+    Case("legacy-camu-block", validate_job(job(camu={"preset": "official"})), "methods:\n      - name: camu"),
+    Case("legacy-sweep-space", validate_job(job(**{"sweep.space": {"lr_out": {"uniform": [0.1, 1.0]}}})),
+         "sweep.space: search spaces are per method now"),
+    Case("method-unknown", validate_job(job(methods=[{"name": "gradient_magic"}])), "methods.0.name: unknown method"),
+    Case("method-twice", validate_job(job(methods=[{"name": "camu"}, {"name": "camu"}])), "listed twice"),
+    Case("methods-empty", validate_job(job(methods=[])), "methods: List should have at least 1"),
+    Case("method-preset", validate_job(job(methods=[{"name": "camu", "preset": "best"}])), "methods.0.preset: 'best'"),
+    Case("method-param-typo", validate_job(job(methods=[{"name": "scrub", "params": {"lr_typo": 1}}])),
+         "methods.0.params.lr_typo: unknown parameter of scrub"),
+    Case("method-param-inf", validate_job(job(**{"methods.0.params": {"lr_out": float("inf")}})), "methods.0.params.lr_out: must be a finite"),
+    Case("method-param-string", validate_job(job(**{"methods.0.params": {"batch_size": "x"}})), "methods.0.params.batch_size"),
+    Case("method-param-bool", validate_job(job(**{"methods.0.params": {"epochs": True}})), "methods.0.params.epochs: true is a boolean"),
+    Case("method-class-only", validate_job(job(methods=[{"name": "boundary_shrink"}])),
+         "boundary_shrink is defined only for classes scenarios"),
+    Case("method-needs-initial", validate_with(lambda d: job(methods=[{"name": "unrolling_sgd"}],
+                                                             original={"uri": _right_weights(d)})),
+         "unrolling_sgd replays the original's training"),
     Case("sweep-search", validate_job(job(**{"sweep.search": "bayes"})), "sweep.search"),
-    Case("sweep-zero-samples", validate_job(job(**{"sweep.num_samples": 0})), "sweep.num_samples"),
+    Case("sweep-negative-samples", validate_job(job(**{"sweep.num_samples": -1})), "sweep.num_samples"),
     Case("sweep-concurrency-1e6", validate_job(job(**{"sweep.max_concurrent_trials": 1e6})), "sweep.max_concurrent_trials"),
-    Case("space-unknown-param", validate_job(job(**{"sweep.space": {"lr": {"uniform": [0.1, 1.0]}}})), "not a CaMU parameter"),
-    Case("space-unknown-kind", validate_job(job(**{"sweep.space": {"lr_out": {"normal": [0, 1]}}})), "use exactly one of"),
-    Case("space-string-bounds", validate_job(job(**{"sweep.space": {"lr_out": {"uniform": ["a", "b"]}}})), "must be numbers"),
-    Case("space-low-above-high", validate_job(job(**{"sweep.space": {"lr_out": {"uniform": [0.1, 0.01]}}})), "low < high"),
-    Case("space-log-zero", validate_job(job(**{"sweep.space": {"lr_out": {"loguniform": [0, 0.1]}}})), "low bound must be > 0"),
-    Case("space-inf-bound", validate_job(job(**{"sweep.space": {"lr_out": {"uniform": [0, float("inf")]}}})), "must be finite"),
-    Case("space-int-uniform", validate_job(job(**{"sweep.space": {"epochs": {"uniform": [1, 4]}}})), "search it with randint"),
-    Case("space-literal-uniform", validate_job(job(**{"sweep.space": {"noise": {"uniform": [0, 1]}}})), "is not numeric"),
-    Case("space-bad-choice", validate_job(job(**{"sweep.space": {"noise": {"choice": ["uniform", "cauchy"]}}})), "sweep.space.noise"),
-    Case("space-empty-choice", validate_job(job(**{"sweep.space": {"noise": {"choice": []}}})), "non-empty list"),
-    Case("space-beyond-range", validate_job(job(**{"sweep.space": {"epochs": {"randint": [1, 500]}}})), "sweep.space.epochs"),
-    Case("grid-8-billion", validate_job(job(**{"sweep.search": "grid", "sweep.space": GRID})), "trials per scenario and seed"),
-    Case("grid-without-grid-search", validate_job(job(**{"sweep.space": {"epochs": {"grid": [1, 2]}}})), "needs search: grid"),
+    Case("space-unknown-param", validate_job(job(**{"methods.0.sweep": {"space": {"lr": {"uniform": [0.1, 1.0]}}}})),
+         "methods.0.sweep.space.lr: not a parameter of camu"),
+    Case("space-unknown-kind", validate_job(job(**{"methods.0.sweep": {"space": {"lr_out": {"normal": [0, 1]}}}})), "use exactly one of"),
+    Case("space-string-bounds", validate_job(job(**{"methods.0.sweep": {"space": {"lr_out": {"uniform": ["a", "b"]}}}})), "must be numbers"),
+    Case("space-low-above-high", validate_job(job(**{"methods.0.sweep": {"space": {"lr_out": {"uniform": [0.1, 0.01]}}}})), "low < high"),
+    Case("space-log-zero", validate_job(job(**{"methods.0.sweep": {"space": {"lr_out": {"loguniform": [0, 0.1]}}}})), "low bound must be > 0"),
+    Case("space-inf-bound", validate_job(job(**{"methods.0.sweep": {"space": {"lr_out": {"uniform": [0, float("inf")]}}}})), "must be finite"),
+    Case("space-int-uniform", validate_job(job(**{"methods.0.sweep": {"space": {"epochs": {"uniform": [1, 4]}}}})), "search it with randint"),
+    Case("space-literal-uniform", validate_job(job(**{"methods.0.sweep": {"space": {"noise": {"uniform": [0, 1]}}}})), "is not numeric"),
+    Case("space-bad-choice", validate_job(job(**{"methods.0.sweep": {"space": {"noise": {"choice": ["uniform", "cauchy"]}}}})),
+         "methods.0.sweep.space.noise"),
+    Case("space-empty-choice", validate_job(job(**{"methods.0.sweep": {"space": {"noise": {"choice": []}}}})), "non-empty list"),
+    Case("space-beyond-range", validate_job(job(**{"methods.0.sweep": {"space": {"epochs": {"randint": [1, 500]}}}})),
+         "methods.0.sweep.space.epochs"),
+    Case("grid-8-billion", validate_job(job(**{"sweep.search": "grid", "methods.0.sweep": {"space": GRID}})),
+         "trials per scenario and seed"),
+    Case("grid-without-grid-search", validate_job(job(**{"methods.0.sweep": {"space": {"epochs": {"grid": [1, 2]}}}})),
+         "needs sweep.search: grid"),
     Case("sweep-scheduler", validate_job(job(**{"sweep.scheduler": "pbt"})), "sweep.scheduler"),
     Case("objective-negative", validate_job(job(**{"sweep.objective": {"ra_max_drop": -1}})), "sweep.objective.ra_max_drop"),
     # ------------------------------------------------------------------ resources
@@ -252,7 +277,8 @@ CASES = [
     Case("cpus-below-resolution", validate_job(job(**{"resources.cpus_per_worker": 1e-9})), "resources.cpus_per_worker"),
     Case("workers-negative", validate_job(job(**{"resources.num_workers": -1})), "resources.num_workers"),
     Case("fractional-gpu-ddp", validate_job(job(resources={"num_workers": 2, "gpus_per_worker": 0.5})), "fraction of a GPU"),
-    Case("batch-below-workers", validate_job(job(resources={"num_workers": 4}, camu={"params": {"batch_size": 2}})), "global batch 2"),
+    Case("batch-below-workers", validate_job(job(resources={"num_workers": 4}, **{"methods.0.params": {"batch_size": 2}})),
+         "global batch 2"),
     Case("cpus-beyond-machine", validate_job(job(resources={"num_workers": 64, "cpus_per_worker": 64})), "far beyond"),
     Case("concurrency-beyond-machine", validate_job(job(**{"sweep.max_concurrent_trials": 1000})), "sweep.max_concurrent_trials"),
     # ------------------------------------------------------------------ tracking, storage, device
@@ -301,12 +327,12 @@ def test_bad_input_is_answered(case, tmp_path, workdir):
 
 def test_every_problem_is_listed_at_once(tmp_path, workdir):
     """Schema, registry, space and data problems of one file come in one answer (no second round)."""
-    bad = job(name="a/b", model={"name": "vgg"}, camu={"params": {"lr_typo": 1}},
-              **{"resources.gpus_per_worker": float("nan"), "sweep.space": {"epochs": {"uniform": [1, 3]}},
-                 "scenarios.0.classes": [42]})
+    bad = job(name="a/b", model={"name": "vgg"}, methods=[{"name": "camu", "params": {"lr_typo": 1},
+                                                            "sweep": {"space": {"epochs": {"uniform": [1, 3]}}}}],
+              **{"resources.gpus_per_worker": float("nan"), "scenarios.0.classes": [42]})
     result = runner.invoke(app, validate_job(bad)(tmp_path))
-    for expected in ("name:", "model.name: unknown model", "camu.params.lr_typo", "resources.gpus_per_worker",
-                     "sweep.space.epochs.uniform"):
+    for expected in ("name:", "model.name: unknown model", "methods.0.params.lr_typo", "resources.gpus_per_worker",
+                     "methods.0.sweep.space.epochs.uniform"):
         assert expected in result.output, result.output
     assert result.exit_code == 2
 

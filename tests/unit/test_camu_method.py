@@ -100,7 +100,7 @@ def test_resume_continues_where_it_stopped(tiny):
     params = official_params("mnist", "classes")
     states = []
     # state tensors alias the live model: a consumer serialises them at once (as a checkpoint does)
-    ctx.on_epoch = lambda epoch, metrics, state: states.append((epoch, metrics, copy.deepcopy(state)))
+    ctx.on_epoch = lambda epoch, metrics, state, model: states.append((epoch, metrics, copy.deepcopy(state)))
     full = run_method("camu", params, ctx)
     assert [s[0] for s in states] == [0, 1] and "loss_rep" in states[0][1]
     _, ctx2 = _toy(tiny)

@@ -40,7 +40,7 @@ def test_validate_with_overrides(tmp_path):
     out = runner.invoke(app, ["validate", str(good), "--set", "scenarios=[{name: c, kind: classes, classes: [42]}]"])
     assert out.exit_code == 2 and "class 42 is not in the dataset" in out.output
     out = runner.invoke(app, ["validate", str(good), "--set", "sweep.num_samples=3"])
-    assert out.exit_code == 0 and "3 trial(s)" in out.stdout
+    assert out.exit_code == 0 and "3 sweep trial(s)" in out.stdout
     assert runner.invoke(app, ["validate", str(good), "--set", "oops"]).exit_code == 2
 
 

@@ -57,7 +57,7 @@ def test_kuberay_cluster_and_job():
     env = {e["name"]: e for e in worker["containers"][0]["env"]}
     assert "secretKeyRef" in env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]
     job = _load("kuberay/rayjob.yaml")
-    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("camu-orch run jobs/")
+    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("python -m orchestrator run jobs/")
     assert (ROOT / job["spec"]["entrypoint"].split()[-1]).exists()
     assert job["spec"]["clusterSelector"]["ray.io/cluster"] == rc["metadata"]["name"]
 

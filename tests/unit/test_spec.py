@@ -14,7 +14,10 @@ GOOD = {
     "model": {"name": "mnist_cnn"},
     "original": {"recipe": {"epochs": 2}},
     "scenarios": [{"name": "c1", "kind": "classes", "classes": [1]}, {"name": "r", "kind": "random", "fraction": 0.1}],
-    "sweep": {"num_samples": 2, "space": {"w_rep_forget": {"loguniform": [0.1, 2.0]}, "noise": {"choice": ["uniform", "none"]}}},
+    "methods": [{"name": "camu", "sweep": {"space": {"w_rep_forget": {"loguniform": [0.1, 2.0]},
+                                                     "noise": {"choice": ["uniform", "none"]}}}},
+                {"name": "finetune"}],
+    "sweep": {"num_samples": 2},
     "resources": {"num_workers": 2},
 }
 
@@ -52,23 +55,24 @@ def test_registry_pass_names_field_and_fix(tmp_path):
     bad = {**GOOD, "dataset": {"name": "synthetic", "num_trian": 5},
            "model": {"name": "vgg"},
            "scenarios": [{"name": "x", "kind": "everything"}, {"name": "y", "kind": "random"}],
-           "camu": {"params": {"w_rep_keep": -1, "lr_typo": 1}},
-           "sweep": {"space": {"not_a_param": 1, "epochs": {"randint": [1, 500]}}}}
+           "methods": [{"name": "camu", "params": {"w_rep_keep": -1, "lr_typo": 1},
+                        "sweep": {"space": {"not_a_param": 1, "epochs": {"randint": [1, 500]}}}}]}
     joined = "\n".join(errors_of(tmp_path, bad))
     assert "dataset.num_trian: unknown option" in joined
     assert "model.name: unknown model 'vgg'; choose one of" in joined
     assert "scenarios.0.kind: unknown kind 'everything'" in joined
     assert "scenarios.1.fraction: required" in joined
-    assert "camu.params.w_rep_keep" in joined and "camu.params.lr_typo: unknown option" in joined
-    assert "sweep.space.not_a_param: not a CaMU parameter" in joined
-    assert "sweep.space.epochs" in joined  # 500 is beyond the allowed range
+    assert "methods.0.params.w_rep_keep" in joined and "methods.0.params.lr_typo: unknown parameter of camu" in joined
+    assert "methods.0.sweep.space.not_a_param: not a parameter of camu" in joined
+    assert "methods.0.sweep.space.epochs" in joined  # 500 is beyond the allowed range
 
 
 def test_space_shape_and_grid_rules(tmp_path):
-    joined = "\n".join(errors_of(tmp_path, {**GOOD, "sweep": {"space": {"lr_out": {"loguniform": [0.0, 1.0]}}}}))
+    space = lambda s: {**GOOD, "methods": [{"name": "camu", "sweep": {"space": s}}]}  # noqa: E731
+    joined = "\n".join(errors_of(tmp_path, space({"lr_out": {"loguniform": [0.0, 1.0]}})))
     assert "low bound must be > 0" in joined
-    joined = "\n".join(errors_of(tmp_path, {**GOOD, "sweep": {"space": {"lr_out": {"grid": [1e-3, 1e-4]}}}}))
-    assert "needs search: grid" in joined
+    joined = "\n".join(errors_of(tmp_path, space({"lr_out": {"grid": [1e-3, 1e-4]}})))
+    assert "needs sweep.search: grid" in joined
 
 
 def test_fractional_gpu_only_for_single_worker(tmp_path):
@@ -93,8 +97,8 @@ def test_missing_data_root_and_impossible_scenario(tmp_path):
 
 
 def test_batch_smaller_than_workers(tmp_path):
-    joined = "\n".join(errors_of(tmp_path, {**GOOD, "camu": {"params": {"batch_size": 1}}}))
-    assert "camu.params.batch_size: global batch 1 is smaller than resources.num_workers=2" in joined
+    joined = "\n".join(errors_of(tmp_path, {**GOOD, "methods": [{"name": "camu", "params": {"batch_size": 1}}]}))
+    assert "methods.0.params.batch_size: global batch 1 is smaller than resources.num_workers=2" in joined
 
 
 def test_not_a_mapping_and_bad_yaml(tmp_path):

@@ -20,9 +20,12 @@ def test_safetensors_round_trip(tmp_path):
 
 
 def test_state_dict_pt_is_read_weights_only(tmp_path):
+    torch.manual_seed(1)
     a = build_model("mnist_cnn", {}, 1, 10, (8, 8))
     torch.save(a.state_dict(), tmp_path / "w.pt")
-    load_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), tmp_path / "w.pt")
+    torch.manual_seed(2)
+    b = load_weights(build_model("mnist_cnn", {}, 1, 10, (8, 8)), tmp_path / "w.pt")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 class Evil:
@@ -55,18 +58,43 @@ def test_objective_floors_stop_collapsed_models_from_winning():
     assert cobj == pytest.approx(cgap + 100) and cobj > obj
 
 
-def test_best_trial_per_seed_and_table():
-    rows = [results.trial_row("s", "camu", seed, f"t{i}", {"final": 1, "objective": obj, "avg_gap": obj}, f"r{i}", {})
-            for i, (seed, obj) in enumerate([(0, 3.0), (0, 1.0), (1, 2.0), (1, 5.0)])]
+def test_chosen_configuration_and_table():
+    rows = [results.trial_row("s", "camu", seed, t, {"final": 1, "objective": obj, "avg_gap": obj}, f"r{t}{seed}", {})
+            for t, seed, obj in [("preset", 0, 3.0), ("t1", 0, 1.0), ("preset", 1, 2.0), ("t1", 1, 5.0)]]
     rows.append(results.trial_row("s", "camu", 0, "t9", {}, None, {}, failed=True))
-    best = results.mark_best(rows, "s")
-    assert best["trial_id"] == "t1"
-    assert [r["trial_id"] for r in rows if r["is_best"]] == ["t1", "t2"]
+    rows.append(results.trial_row("s", "scrub", 0, "preset", {"final": 1, "objective": 7.0}, "x", {}))
+    results.mark_chosen(rows, "s", "camu", "t1")
+    assert [(r["trial_id"], r["seed"]) for r in rows if r["is_best"]] == [("t1", 0), ("t1", 1)]  # one row per seed
+    assert not any(r["is_best"] for r in rows if r["method"] == "scrub")  # another method's choice is its own
     table = results.to_table(rows)
     assert table.column_names[:6] == ["scenario", "method", "trial_id", "seed", "is_best", "status"]
-    assert table.column("status").to_pylist()[-1] == "failed"
-    assert math.isnan(table.column("ra").to_pylist()[-1])
+    assert table.column("status").to_pylist()[4] == "failed"
+    assert math.isnan(table.column("ra").to_pylist()[4])
     assert "t1" in results.render_text(table)
+
+
+def test_by_method_is_mean_and_sample_std_over_seeds():
+    import statistics
+
+    ras = {0: 97.0, 1: 99.0, 2: 98.5}
+    rows = [results.trial_row("s", "camu", seed, "t3", {"final": 1, "ra": ra, "objective": 1.0}, "r", {})
+            for seed, ra in ras.items()]
+    rows += [results.trial_row("s", "camu", seed, "preset", {"final": 1, "ra": 90.0 + seed, "objective": 2.0}, "p", {})
+             for seed in ras]
+    rows.append(results.trial_row("s", "neggrad", 0, "preset", {"final": 1, "ra": 50.0, "objective": 9.0}, "n", {}))
+    results.mark_chosen(rows, "s", "camu", "t3")
+    results.mark_chosen(rows, "s", "neggrad", "preset")
+    table = results.by_method(results.to_table(rows)).to_pylist()
+    best = next(r for r in table if r["method"] == "camu" and r["config"] == "best")
+    assert best["seeds"] == 3 and best["trials"] == 2 and best["trial_id"] == "t3"
+    assert best["ra"] == pytest.approx(statistics.fmean(ras.values()))
+    assert best["ra_std"] == pytest.approx(statistics.stdev(ras.values()))
+    preset = next(r for r in table if r["method"] == "camu" and r["config"] == "preset")
+    assert preset["ra"] == pytest.approx(91.0) and preset["ra_std"] == pytest.approx(1.0)
+    single = next(r for r in table if r["method"] == "neggrad")
+    assert single["seeds"] == 1 and math.isnan(single["ra_std"])  # one seed: no spread claimed
+    text = results.render_by_method(results.by_method(results.to_table(rows)))
+    assert "98.17 +- 1.04" in text and "50.00 +-" not in text
 
 
 def test_cache_key_depends_on_what_determines_the_weights():

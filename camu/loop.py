@@ -1,0 +1,156 @@
+"""The one unlearning loop every method runs through.
+
+``run_unlearning`` makes the trainable copy of the original, builds the method's optimizers, restores
+a resume state, times the unlearning (reporting excluded), runs the method's epochs and reports each
+one through ``ctx.on_epoch``. The method's own code only sees ``Run``, whose helpers carry what must be
+the same everywhere:
+
+- data parallel: global batches are drawn from generators that depend only on (seed, tag, epoch), each
+  rank takes its strided share, per-sample losses are reduced as ``sum * world_size / global_batch``
+  and gradients averaged over the group (``sync_gradients``), so W workers at global batch B compute
+  exactly what one worker computes (the gradient of the global mean), whatever the share sizes;
+- on CUDA every forward runs under bf16 autocast with channels_last inputs;
+- per-step losses stay on the device and cross the group and the host once per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from camu.methods.base import MethodParams, Stopwatch, UnlearningMethod, UnlearnContext, UnlearnResult, trainable_copy
+from camu.runtime import autocast, global_batches, place_input, sync_gradients
+
+
+def make_optimizer(parameters: Any, params: MethodParams, lr: float | None = None) -> torch.optim.Optimizer:
+    """SGD (with ``momentum``) or Adam from a method's ``optimizer``/``lr``/``momentum``/``weight_decay``."""
+    kind = getattr(params, "optimizer", "sgd")
+    lr = params.lr if lr is None else lr  # type: ignore[attr-defined]
+    weight_decay = getattr(params, "weight_decay", 0.0)
+    if kind == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=getattr(params, "momentum", 0.0), weight_decay=weight_decay)
+
+
+@dataclass
+class Run:
+    """The state of one unlearning run as a method sees it."""
+
+    ctx: UnlearnContext
+    model: nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    extra: dict[str, Any] = field(default_factory=dict)  # method state that must survive a resume
+    epoch: int = 0
+    _losses: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def world(self) -> int:
+        return self.ctx.shard.world_size
+
+    def generator(self, tag: int, epoch: int | None = None) -> torch.Generator:
+        """A generator identical on every rank and after a resume (see ``UnlearnContext``)."""
+        return self.ctx.epoch_generator(tag, self.epoch if epoch is None else epoch)
+
+    def batches(self, n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
+        """Global batches of positions 0..n-1 (a last batch smaller than the group is dropped)."""
+        return global_batches(n, batch_size, generator, shuffle=shuffle, min_size=self.world)
+
+    def local(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's share of a global batch."""
+        return self.ctx.shard.take(batch)
+
+    def stream(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) of training samples, one local batch of indices at a time, on the device."""
+        for x, y in self.ctx.data.train.batches(index_batches, self.device):
+            yield place_input(x, self.device), y
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding) of ``model`` on ``x`` (bf16 autocast on CUDA)."""
+        with autocast(self.device):
+            return model(x)
+
+    def mean(self, per_sample: torch.Tensor, global_count: int) -> torch.Tensor:
+        """This rank's part of a mean over a global batch of ``global_count`` samples: after gradient
+        averaging over the group, exactly the gradient of the global mean."""
+        return per_sample.float().sum() * (self.world / max(global_count, 1))
+
+    def step(self, loss: torch.Tensor, optimizer: str = "main", grad_mask: dict[str, torch.Tensor] | None = None) -> None:
+        """zero_grad, backward, average gradients over the group, optionally mask them, step."""
+        opt = self.optimizers[optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        sync_gradients(self.model.parameters(), self.ctx.shard)
+        if grad_mask is not None:
+            for name, p in self.model.named_parameters():
+                if p.grad is not None and name in grad_mask:
+                    p.grad.mul_(grad_mask[name])
+        opt.step()
+
+    def record(self, name: str, rank_loss: torch.Tensor) -> None:
+        """Keep a step's loss as this rank computed it (its group total is taken once per epoch)."""
+        self._losses.setdefault(name, []).append(rank_loss.detach().float() / self.world)
+
+    def set_lr(self, optimizer: str, lr: float) -> None:
+        for group in self.optimizers[optimizer].param_groups:
+            group["lr"] = lr
+
+    def take_losses(self) -> dict[str, list[float]]:
+        """The epoch's per-step losses of the whole group: one collective and one host sync."""
+        names = sorted(self._losses)
+        if not names:
+            return {}
+        sizes = [len(self._losses[n]) for n in names]
+        flat = torch.cat([torch.stack(self._losses[n]) for n in names])
+        if self.world > 1:
+            dist.all_reduce(flat)
+        values = flat.tolist()
+        self._losses = {}
+        out, start = {}, 0
+        for name, size in zip(names, sizes):
+            out[name] = values[start: start + size]
+            start += size
+        return out
+
+
+def _state(run: Run, epoch: int) -> dict[str, Any]:
+    return {"model": run.model.state_dict(), "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
+            "epoch": epoch, "extra": run.extra}
+
+
+def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnContext) -> UnlearnResult:
+    """Unlearn ``ctx.forget`` from a copy of ``ctx.original`` with ``method``; the original is never modified."""
+    model = method.adapt(trainable_copy(ctx.original, ctx.device), ctx, params)
+    run = Run(ctx, model, method.optimizers(model, params))
+    start = 0
+    if ctx.resume_state is not None:
+        model.load_state_dict(ctx.resume_state["model"])
+        for name, opt in run.optimizers.items():
+            opt.load_state_dict(ctx.resume_state["optimizers"][name])
+        run.extra = dict(ctx.resume_state.get("extra", {}))
+        start = int(ctx.resume_state["epoch"]) + 1
+    history: dict[str, list[float]] = {}
+    reporting = 0.0
+    with Stopwatch(ctx.device) as watch:
+        method.prepare(run, params)
+        for epoch in range(start, method.num_epochs(params)):
+            run.epoch = epoch
+            model.train()
+            method.epoch(run, params, epoch)
+            losses = run.take_losses()
+            for name, values in losses.items():
+                history.setdefault(name, []).extend(values)
+            if ctx.on_epoch is not None:
+                with Stopwatch(torch.device("cpu")) as report:
+                    metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
+                    ctx.on_epoch(epoch, metrics, _state(run, epoch), model)
+                reporting += report.seconds
+    return UnlearnResult(method.finish(run, params), watch.seconds - reporting, history, method.num_epochs(params))

@@ -1,0 +1,31 @@
+"""NegGrad (GA), gradient ascent on D_f. Reference: Thudi et al. 2022 / Golatkar et al. 2020 as run in
+Unlearn-Sparse and SalUn (github.com/OPTML-Group/Unlearn-Saliency, Classification/unlearn/GA.py: SGD
+lr 1e-4, momentum 0.9, weight decay 5e-4, 5 epochs, batch 256).
+
+Loss per step on a batch of D_f: -CE(f(x_f), y_f).
+Search space: lr in [1e-6, 1e-2] (log), epochs in [1, 10].
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from camu.methods.base import METHODS, UnlearningMethod
+from camu.methods.common import TAG_FORGET, OptimParams, cross_entropy_pass
+
+if TYPE_CHECKING:
+    from camu.loop import Run
+
+
+class NegGradParams(OptimParams):
+    """SGD gradient ascent on D_f."""
+
+
+@METHODS.register("neggrad", "NegGrad: gradient ascent on D_f")
+class NegGrad(UnlearningMethod):
+    Params = NegGradParams
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 1e-4, "epochs": 5, "batch_size": 256}}
+    space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-2]}, "epochs": {"randint": [1, 10]}}
+
+    def epoch(self, run: Run, params: NegGradParams, epoch: int) -> None:  # type: ignore[override]
+        cross_entropy_pass(run, run.ctx.forget, params.batch_size, TAG_FORGET, sign=-1.0)

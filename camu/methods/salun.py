@@ -1,0 +1,110 @@
+"""SalUn, saliency unlearning (Fan, Liu, Zhang, Wong, Wei, Liu; ICLR 2024; reference code
+github.com/OPTML-Group/Unlearn-Saliency, Classification/generate_mask.py and unlearn/RL.py): random-label
+unlearning restricted to the salient weights.
+
+Saliency: g = |sum over D_f batches of grad_theta(-CE(f(x_f), y_f))| at the original weights (model in
+eval mode, as the reference); the mask keeps the ``mask_ratio`` fraction of all weights with the largest
+g (reference: ``with_0.5.pt``, half of them). Unlearning: the RL epoch (``random_label``) with every
+gradient multiplied by the mask before the optimizer step, and the unmasked weights put back to their
+values before the step (the reference's ``_restore_masked_params``, which also zeroes their momentum):
+only salient weights ever move. Reference run (CIFAR-10, 10% random): lr 0.013, 10 epochs, batch 256,
+SGD momentum 0.9, weight decay 5e-4.
+Search space: lr in [1e-4, 1e-1] (log), epochs in [1, 10], mask_ratio in [0.1, 0.9].
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pydantic import Field
+
+from camu.methods.base import METHODS, UnlearningMethod
+from camu.methods.common import TAG_FORGET, OptimParams, passes
+from camu.methods.random_label import random_label_pass
+from camu.runtime import eval_mode
+
+if TYPE_CHECKING:
+    from camu.loop import Run
+
+
+class SalUnParams(OptimParams):
+    lr: float = Field(0.013, gt=0, le=10.0, description="learning rate")
+    mask_ratio: float = Field(0.5, gt=0, le=1, description="fraction of all weights, by forget-loss gradient "
+                                                           "saliency, that unlearning may change")
+
+
+def saliency_mask(run: Run, batch_size: int, ratio: float) -> dict[str, torch.Tensor]:
+    """1 for the ``ratio`` fraction of weights with the largest |grad of -CE on D_f|, else 0."""
+    model = run.model
+    grads = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    with eval_mode(model):
+        for size, x, y in passes(run, run.ctx.forget, batch_size, TAG_FORGET + 100):
+            logits, _ = run.forward(model, x)
+            loss = -run.mean(F.cross_entropy(logits.float(), y, reduction="none"), size)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            for name, p in model.named_parameters():
+                if p.grad is not None:
+                    grads[name] += p.grad
+    model.zero_grad(set_to_none=True)
+    flat = torch.cat([g.reshape(-1) for g in grads.values()])
+    if run.world > 1:
+        dist.all_reduce(flat)
+    keep = int(len(flat) * ratio)
+    order = torch.argsort(-flat.abs(), stable=True)
+    chosen = torch.zeros_like(flat)
+    chosen[order[:keep]] = 1.0
+    masks, start = {}, 0
+    for name, g in grads.items():
+        masks[name] = chosen[start: start + g.numel()].view_as(g)
+        start += g.numel()
+    return masks
+
+
+class _KeepUnsalient:
+    """Restores the weights outside the mask after every optimizer step (and clears their momentum)."""
+
+    def __init__(self, run: Run, mask: dict[str, torch.Tensor]) -> None:
+        self.run, self.mask = run, mask
+        self.frozen = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+        for opt in run.optimizers.values():
+            opt.register_step_post_hook(self)
+
+    @torch.no_grad()
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for name, p in self.run.model.named_parameters():
+            keep = self.mask[name]
+            p.mul_(keep).add_(self.frozen[name] * (1 - keep))
+            state = optimizer.state.get(p)
+            if state and "momentum_buffer" in state and state["momentum_buffer"] is not None:
+                state["momentum_buffer"].mul_(keep)
+
+
+@METHODS.register("salun", "SalUn: random labels on the weights with the largest forget-loss gradient saliency")
+class SalUn(UnlearningMethod):
+    Params = SalUnParams
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 0.013, "epochs": 10, "batch_size": 256,
+                                                                  "mask_ratio": 0.5}}
+    space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]},
+                                       "mask_ratio": {"uniform": [0.1, 0.9]}}
+
+    def prepare(self, run: Run, params: SalUnParams) -> None:  # type: ignore[override]
+        # The saliency is that of the original: on a resume the model already moved, so use a fresh copy.
+        from camu.methods.base import trainable_copy
+
+        current = run.model
+        run.model = trainable_copy(run.ctx.original, run.device)
+        self.mask = saliency_mask(run, params.batch_size, params.mask_ratio)
+        run.model = current
+        self.keeper = _KeepUnsalient(run, self.mask)
+        if run.ctx.resume_state is None:
+            return
+        # the weights outside the mask are the original's, whatever epoch the run resumes from
+        original = dict(run.ctx.original.named_parameters())
+        self.keeper.frozen = {name: original[name].detach().to(run.device).clone() for name in self.mask}
+
+    def epoch(self, run: Run, params: SalUnParams, epoch: int) -> None:  # type: ignore[override]
+        random_label_pass(run, params, grad_mask=self.mask)

@@ -1,0 +1,70 @@
+"""The typed configuration that crosses the Ray boundary: built and validated by the driver, validated
+again by every Tune trial driver and Train worker that receives it (as a plain dict), so a missing or
+misspelt key is an error at the sender, never a ``KeyError`` deep in a worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.spec import ObjectiveSpec, ResourcesSpec
+
+
+class Wire(BaseModel):
+    """Unknown keys are errors; NaN is allowed (an oracle metric may be undefined, e.g. TA on a
+    forgotten class in random removal)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Named(Wire):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkerConfig(Wire):
+    """What every run of a (scenario, seed) needs: data, model, split, reference models and metrics."""
+
+    dataset: Named
+    model: Named
+    device: str = "auto"
+    split_path: str
+    original_weights: str
+    initial_weights: str | None = None  # the original's initialisation (for methods that replay training)
+    seed: int
+    scenario_kind: str
+    oracle_metrics: dict[str, float]
+    oracle_seconds: float
+    objective: ObjectiveSpec
+    lr_scaling: str = "none"
+    tracking_uri: str
+    trial_hook: str | None = None  # "module:function" called at the start of every trial (tests)
+
+
+class TrialConfig(Wire):
+    """One unlearning run: a method with concrete parameters, its MLflow run and output folder."""
+
+    worker: WorkerConfig
+    method: str
+    params: dict[str, Any]
+    run_id: str
+    out_dir: str
+
+
+class SweepContext(Wire):
+    """Everything a Tune trial driver of one (scenario, method, seed) needs besides its sampled config."""
+
+    job: str
+    scenario: str
+    method: str
+    seed: int
+    tracking_uri: str
+    experiment_id: str
+    scenario_run_id: str
+    scope_key: str
+    storage_path: str
+    out_root: str
+    resources: ResourcesSpec
+    base_params: dict[str, Any]
+    worker: WorkerConfig
