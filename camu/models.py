@@ -69,7 +69,8 @@ def _build_mnist_cnn(opt: MnistCNNOptions, in_channels: int, num_classes: int, s
     return MnistCNN(in_channels, num_classes, size, opt.embedding_dim)
 
 
-MODELS.register("mnist_cnn")(ModelEntry(MnistCNNOptions, _build_mnist_cnn, "the CaMU paper's MNIST/Fashion-MNIST CNN (Z = 256-d fc)"))
+_MNIST_CNN = "the CaMU paper's MNIST/Fashion-MNIST CNN (Z = 256-d fc)"
+MODELS.register("mnist_cnn", _MNIST_CNN)(ModelEntry(MnistCNNOptions, _build_mnist_cnn, _MNIST_CNN))
 
 
 # ----------------------------------------------------------------------------- ResNets
@@ -109,8 +110,9 @@ def _resnet(depth: int) -> Callable[[ResNetOptions, int, int, tuple[int, int]], 
     return build
 
 
-MODELS.register("resnet18")(ModelEntry(ResNetOptions, _resnet(18), "ResNet-18 from scratch, CIFAR 3x3 or ImageNet stem (Z = 512-d)"))
-MODELS.register("resnet50")(ModelEntry(ResNetOptions, _resnet(50), "ResNet-50 from scratch, CIFAR 3x3 or ImageNet stem (Z = 2048-d)"))
+for _depth, _width in ((18, 512), (50, 2048)):
+    _text = f"ResNet-{_depth} from scratch, CIFAR 3x3 or ImageNet stem (Z = {_width}-d)"
+    MODELS.register(f"resnet{_depth}", _text)(ModelEntry(ResNetOptions, _resnet(_depth), _text))
 
 
 def has_batch_norm(model: nn.Module) -> bool:

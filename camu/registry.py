@@ -28,15 +28,17 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
 
-    def register(self, name: str, description: str = "") -> Callable[[T], T]:
-        """Decorator: register the decorated object under ``name``."""
+    def register(self, name: str, description: str) -> Callable[[T], T]:
+        """Decorator: register the decorated object under ``name`` with a one-line ``description``
+        (required: it is what `camu-orch ls` shows)."""
+        if not description or not description.strip():
+            raise ValueError(f"{self.kind} {name!r} needs a one-line description")
 
         def decorate(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
-            doc = description or (getattr(obj, "__doc__", None) or "").strip().splitlines()[:1]
-            self._descriptions[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            self._descriptions[name] = description.strip().splitlines()[0]
             return obj
 
         return decorate

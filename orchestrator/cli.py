@@ -147,8 +147,9 @@ def list_registry(what: Annotated[Registry, typer.Argument(help="which registry 
 
     registry = {"datasets": camu.DATASETS, "models": camu.MODELS, "scenarios": camu.SCENARIOS,
                 "methods": camu.METHODS}[what.value]
+    width = max(map(len, registry.names()), default=0) + 2
     for name, description in registry.describe().items():
-        typer.echo(f"{name:<16} {description}")
+        typer.echo(f"{name:<{width}}{description}")
 
 
 SetOption = Annotated[list[str] | None, typer.Option(

@@ -30,6 +30,9 @@ MAX_CHOICES = 1_000          # values in one choice/grid dimension
 RAY_RESOURCE_STEP = 1e-4     # Ray schedules fractional resources in steps of 0.0001
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 """A name used in run names and folder names: starts with a letter or digit, then letters, digits, _ . -"""
+ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+                                             max_length=200)]
+"""A Python module path, e.g. ``my_lab.unlearning.methods``."""
 RegistryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 
 
@@ -252,6 +255,9 @@ class JobSpec(Strict):
     original: OriginalSpec = Field(default_factory=OriginalSpec)
     scenarios: list[ScenarioSpec] = Field(min_length=1, max_length=100)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
+    plugins: list[ModuleName] = Field(default_factory=list, max_length=50,
+                                      description="modules imported in every process before the registries are "
+                                                  "read: methods, datasets or models of your own")
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="camu")], min_length=1, max_length=50,
                                       description="the unlearning methods compared, each with its preset and space")
     sweep: SweepSpec = Field(default_factory=SweepSpec)

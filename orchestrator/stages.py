@@ -174,5 +174,5 @@ def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child:
                           split_path=split_path, original_weights=original.weights, initial_weights=original.initial,
                           seed=seed, scenario_kind=sc.kind, oracle_metrics=oracle_metrics,
                           oracle_seconds=oracle.train_seconds, objective=obj, lr_scaling=spec.resources.lr_scaling,
-                          tracking_uri=ctx.uri, trial_hook=ctx.trial_hook)
+                          tracking_uri=ctx.uri, trial_hook=ctx.trial_hook, plugins=list(spec.plugins))
     return References(seed, split_path, oracle, oracle_metrics, worker)

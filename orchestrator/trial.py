@@ -39,7 +39,8 @@ class WorkerConfig(Wire):
     objective: ObjectiveSpec
     lr_scaling: str = "none"
     tracking_uri: str
-    trial_hook: str | None = None  # "module:function" called at the start of every trial (tests)
+    trial_hook: str | None = None  # "module:function[:argument]" called at the start of every trial (tests)
+    plugins: list[str] = Field(default_factory=list)  # the job's plugin modules, imported before the registries
 
 
 class TrialConfig(Wire):

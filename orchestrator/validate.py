@@ -5,6 +5,7 @@ lists them all, each as 'field: what and how to fix'."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import tempfile
@@ -80,6 +81,23 @@ def _registry_errors(raw: dict[str, Any]) -> list[str]:
             errors.append(f"scenarios.{i}.kind: unknown kind {sc['kind'][:40]!r}; choose one of {', '.join(SCENARIOS.names())}")
         else:
             errors += options_errors(f"scenarios.{i}", SCENARIOS.get(sc["kind"]).options, {"kind": sc["kind"], **options})
+    return errors
+
+
+# ----------------------------------------------------------------------------- plugins and methods
+def _plugin_errors(raw: dict[str, Any]) -> list[str]:
+    plugins = raw.get("plugins")
+    if not isinstance(plugins, list):
+        return []
+    errors = []
+    for i, module in enumerate(plugins):
+        if not isinstance(module, str):
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - any failure to import is the answer
+            errors.append(f"plugins.{i}: cannot import {module!r} ({type(err).__name__}: {str(err)[:200]}); "
+                          f"put it on PYTHONPATH (or in the project) so every worker can import it")
     return errors
 
 
@@ -244,7 +262,7 @@ def check_job(path: str | Path, check_data: bool = True, local: bool = True,
     source = str(path)
     raw = apply_overrides(read_yaml(path), overrides or [], source)
     spec = None
-    errors: list[str] = []
+    errors: list[str] = _plugin_errors(raw) if isinstance(raw, dict) else []  # before any registry is read
     try:
         spec = parse_job(raw, source)
     except JobSpecError as err:

@@ -163,6 +163,8 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     """One unlearning trial of any registered method: unlearn, report per-epoch metrics, then (rank 0)
     evaluate against the oracle."""
     cfg = TrialConfig.model_validate(raw)
+    for module in cfg.worker.plugins:  # the job's own methods register themselves in this process too
+        importlib.import_module(module)
     run_trial_hook(cfg)
     remove_stale_checkpoint_folders()
     wcfg = cfg.worker

@@ -1,4 +1,5 @@
-"""CaMU (Causal Machine Unlearning, arXiv 2401.17504) as described in shared/docs/camu-method.md.
+"""CaMU, Causal Machine Unlearning (Shen, Zhang, Bialkowski, Chen, Xu; SDM 2024, arXiv 2401.17504;
+reference code github.com/ShaofeiShen768/CaMU), as described in shared/docs/camu-method.md.
 
 Each step takes a batch of B counterfactual tuples (x_f, x_cf, y_cf) and an independent batch of
 B partner-pool samples (x_s, y_s), then
@@ -14,6 +15,9 @@ forward pass when the model has no BatchNorm (batch statistics would otherwise c
 Data parallel (``camu.loop``): each rank takes its share of the global batch; KL sums are scaled by
 the world size and cross-entropy means taken over the global batch, so averaged gradients equal the
 single-process gradient at the same global batch.
+
+Search space (documented default): the two forget-side loss weights and the two learning rates on log
+scales, epochs, the counterfactual noise scale and the blend of x_f into the partner.
 """
 
 from __future__ import annotations
@@ -100,13 +104,10 @@ class _Targets:
 
 @METHODS.register("camu", "CaMU (Shen et al. 2024): counterfactual representation + output alignment, two optimizers")
 class Camu(UnlearningMethod):
-    """CaMU, Causal Machine Unlearning (Shen, Zhang, Bialkowski, Chen, Xu; SDM 2024, arXiv 2401.17504;
-    reference code github.com/ShaofeiShen768/CaMU). See the module docstring for the math.
+    """CaMU unlearning; see the module docstring for the math and references.
 
     Presets: ``official`` is the reference configuration of the dataset's family (MNIST-like or CIFAR-like)
     and scenario (class removal or the rest); ``official-mnist`` / ``official-cifar`` name either family.
-    Search space (documented default): the two forget-side loss weights and the two learning rates on log
-    scales, epochs, the counterfactual noise scale and the blend of x_f into the partner.
     """
 
     Params = CamuParams

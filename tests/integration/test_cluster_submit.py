@@ -120,7 +120,8 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     assert done.returncode == 0, out[-4000:]
     assert cluster["token"] not in out
     submission = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("submitted "))
-    assert "SUCCEEDED" in done.stdout and "[4/5] CaMU on class3" in done.stdout
+    assert "SUCCEEDED" in done.stdout and "[4/5] camu on class3" in done.stdout
+    assert "checking that the cluster can run camu-orch" in done.stdout  # the preflight job ran and passed
     status = _cli(["status", submission, "--address", cluster["address"]], env)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
     listed = _cli(["list", "--address", cluster["address"]], env)
@@ -135,8 +136,9 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     assert len(jobs) == 1 and jobs[0].info.status == "FINISHED"
     assert "MLFLOW_TRACKING" not in str(jobs[0].data.params)  # no credentials or env in params
     trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'")
-    assert sorted(t.data.tags["camu.method"] for t in trials) == ["camu", "camu-official"]
+    assert sorted((t.data.tags["camu.method"], t.data.tags["camu.trial_id"] == "preset") for t in trials) == [
+        ("camu", False), ("camu", True), ("finetune", False), ("finetune", True)]
     assert all(t.info.status == "FINISHED" for t in trials)
     arts = {a.path for a in client.list_artifacts(jobs[0].info.run_id, "eval")}
     assert "eval/summary.parquet" in arts  # uploaded through the server's artifact proxy
-    assert client.get_model_version_by_alias("camu-quickstart-class3", "candidate")
+    assert client.get_model_version_by_alias("camu-quickstart-class3-camu", "candidate")

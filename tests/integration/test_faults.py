@@ -24,8 +24,8 @@ JOB = {
     "model": {"name": "mnist_cnn"},
     "original": {"recipe": {"epochs": 3, "batch_size": 64}},
     "scenarios": [{"name": "half", "kind": "random", "fraction": 0.5}],
-    "camu": {"preset": "official", "params": {"epochs": 12}},
-    "sweep": {"num_samples": 3, "max_concurrent_trials": 1, "space": {"lr_out": {"loguniform": [3e-4, 3e-3]}}},
+    "methods": [{"name": "camu", "params": {"epochs": 12}, "sweep": {"space": {"lr_out": {"loguniform": [3e-4, 3e-3]}}}}],
+    "sweep": {"search": "random", "num_samples": 3, "max_concurrent_trials": 1},
     "resources": {"num_workers": 2, "cpus_per_worker": 1, "worker_max_failures": 2},
     "tracking": {"experiment": "faults"},
     "device": "cpu",
@@ -90,7 +90,7 @@ def test_killed_train_worker_restarts_from_checkpoint(tmp_path):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({**JOB, "sweep": {**JOB["sweep"], "num_samples": 1}}))
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
-        official = lambda: list((tmp_path / "camu_runs").glob("faulty-half-s0-*-official/checkpoint_*"))
+        official = lambda: list((tmp_path / "camu_runs").glob("faulty-half-camu-s0-*-preset/checkpoint_*"))
         _wait_for(lambda: len(official()) >= 2 and _train_workers(""), 300, "official trial checkpoints", proc)
         victim = _train_workers("")[0]
         os.kill(victim, signal.SIGKILL)
@@ -102,10 +102,10 @@ def test_killed_train_worker_restarts_from_checkpoint(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     print(f"worker killed; job finished {time.time() - killed_at:.1f}s later")
     runs = {r.info.run_name: r for r in _trial_runs(tmp_path)}
-    off = runs["half/seed0/official"]
+    off = runs["half/camu/seed0/preset"]
     assert off.info.status == "FINISHED"
     assert int(off.data.tags["camu.restored_from_epoch"]) >= 0  # continued from a checkpoint, not from scratch
-    assert len(runs) == 2  # official + 1 sweep trial: the restart did not duplicate runs
+    assert len(runs) == 2  # preset + 1 sweep trial: the restart did not duplicate runs
     history = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(off.info.run_id, "loss_rep")
     assert max(m.step for m in history) == 11
 
@@ -115,7 +115,8 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
         done_trials = lambda: [r for r in _trial_runs(tmp_path)
-                               if r.data.tags.get("camu.method") == "camu" and r.info.status == "FINISHED"]
+                               if r.data.tags.get("camu.trial_id") not in (None, "preset")
+                               and r.info.status == "FINISHED"]
         _wait_for(lambda: _store_ready(proc) and len(done_trials()) >= 1, 400, "a finished sweep trial", proc)
         time.sleep(2)
     finally:
@@ -138,11 +139,11 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
     trials = _trial_runs(tmp_path)
     names = [r.info.run_name for r in trials]
-    assert len(names) == len(set(names)) == 4  # official + 3 trials, none duplicated
+    assert len(names) == len(set(names)) == 4  # preset + 3 trials, none duplicated
     assert finished_before <= set(names)
     local = client.download_artifacts(jobs[0].info.run_id, "eval/summary.parquet", str(tmp_path))
     rows = pq.read_table(local).to_pylist()
-    assert sorted(r["method"] for r in rows) == ["camu", "camu", "camu", "camu-official", "oracle", "original"]
+    assert sorted(r["method"] for r in rows) == ["camu", "camu", "camu", "camu", "oracle", "original"]
     assert all(r["status"] == "finished" for r in rows)
 
 
@@ -153,7 +154,8 @@ def test_sigterm_marks_open_runs_killed_and_exits_cleanly(tmp_path):
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
         running_trial = lambda: [r for r in _trial_runs(tmp_path)
-                                 if r.data.tags.get("camu.method") == "camu" and r.info.status == "RUNNING"]
+                                 if r.data.tags.get("camu.trial_id") not in (None, "preset")
+                                 and r.info.status == "RUNNING"]
         _wait_for(lambda: _store_ready(proc) and running_trial(), 400, "a running sweep trial", proc)
         time.sleep(1)
         os.kill(proc.pid, signal.SIGTERM)
@@ -170,7 +172,7 @@ def test_sigterm_marks_open_runs_killed_and_exits_cleanly(tmp_path):
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id], "")}
     assert "RUNNING" not in statuses.values() and "FAILED" not in statuses.values(), statuses
     assert statuses["faulty"] == "KILLED"
-    assert any(s == "KILLED" for n, s in statuses.items() if n.startswith("half/seed0/")), statuses
+    assert any(s == "KILLED" for n, s in statuses.items() if n.startswith("half/camu/seed0/")), statuses
 
 
 def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):

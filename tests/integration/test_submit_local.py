@@ -23,9 +23,9 @@ JOB = {
     "original": {"recipe": {"epochs": 6, "batch_size": 64}},
     "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]}],
     "seeds": [0],
-    "camu": {"preset": "official"},
-    "sweep": {"num_samples": 2, "max_concurrent_trials": 1, "max_failures": 1,
-              "space": {"w_rep_forget": {"loguniform": [0.2, 2.0]}, "lr_out": {"loguniform": [3e-4, 3e-3]}}},
+    "methods": [{"name": "camu", "preset": "official",
+                 "sweep": {"space": {"w_rep_forget": {"loguniform": [0.2, 2.0]}, "lr_out": {"loguniform": [3e-4, 3e-3]}}}}],
+    "sweep": {"search": "random", "num_samples": 2, "max_concurrent_trials": 1, "max_failures": 1},
     "resources": {"num_workers": 2, "cpus_per_worker": 1, "worker_max_failures": 0},
     "tracking": {"experiment": "tiny-exp"},
     "device": "cpu",
@@ -43,9 +43,9 @@ def submitted(ray_cluster, tmp_path_factory):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         runner = CliRunner()
-        os.environ["CAMU_ORCH_FAULT_INJECTION"] = "trial=_00001,times=100"
+        os.environ["CAMU_ORCH_TRIAL_HOOK"] = "tests.hooks:fail_trials:trial=_00001,times=100"
         first = runner.invoke(app, ["submit", "tiny.yaml"])
-        os.environ.pop("CAMU_ORCH_FAULT_INJECTION")
+        os.environ.pop("CAMU_ORCH_TRIAL_HOOK")
         second = runner.invoke(app, ["submit", "tiny.yaml", "--set", "sweep.num_samples=1"])
         table = runner.invoke(app, ["results", "tiny", "--format", "json"])
         parquet = runner.invoke(app, ["results", "tiny", "--format", "parquet", "-o", str(work / "s.parquet")])
@@ -81,12 +81,12 @@ def test_mlflow_run_tree(submitted):
     assert [c.data.tags["camu.scenario"] for c in children] == ["class3"]
     child = children[0]
     trials = _runs(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{child.info.run_id}'")
-    methods = sorted(t.data.tags["camu.method"] for t in trials)
-    assert methods == ["camu", "camu", "camu-official"]  # no duplicate run for the retried trial
+    assert sorted(t.data.tags["camu.trial_id"] == "preset" for t in trials) == [False, False, True]
+    assert {t.data.tags["camu.method"] for t in trials} == {"camu"}  # no duplicate run for the retried trial
     statuses = sorted(t.info.status for t in trials)
     assert statuses == ["FAILED", "FINISHED", "FINISHED"]
     for t in trials:
-        assert t.info.run_name.startswith("class3/seed0/")
+        assert t.info.run_name.startswith("class3/camu/seed0/")
         assert t.data.tags["camu.seed"] == "0" and t.data.tags["camu.scenario"] == "class3"
         assert "camu.w_rep_forget" in t.data.params
     ok = [t for t in trials if t.info.status == "FINISHED"]
@@ -108,19 +108,19 @@ def test_mlflow_run_tree(submitted):
     assert "job.yaml" in parent_arts
     assert {a.path for a in client.list_artifacts(child.info.run_id, "splits")} == {"splits/class3-seed0.parquet"}
     local = client.download_artifacts(child.info.run_id, "eval/summary.parquet", str(submitted["work"]))
-    assert pq.read_table(local).num_rows == 5
+    assert pq.read_table(local).num_rows == 5  # original, oracle, preset, 2 sweep trials
 
 
 def test_registered_best_model(submitted):
     client = submitted["client"]
-    mv = client.get_model_version_by_alias("camu-tiny-class3", "candidate")
-    assert mv.tags["camu.scenario"] == "class3"
+    mv = client.get_model_version_by_alias("camu-tiny-class3-camu", "candidate")
+    assert mv.tags["camu.scenario"] == "class3" and mv.tags["camu.method"] == "camu"
     best_run = client.get_run(mv.run_id)
     assert best_run.data.tags["camu.is_best"] == "true"
     import mlflow.pytorch
     import torch
 
-    mlflow_model = mlflow.pytorch.load_model("models:/camu-tiny-class3@candidate")
+    mlflow_model = mlflow.pytorch.load_model("models:/camu-tiny-class3-camu@candidate")  # pt2: no pickle
     logits = mlflow_model(torch.zeros(2, 1, 8, 8))
     assert tuple(logits.shape) == (2, 10)
 
@@ -128,17 +128,20 @@ def test_registered_best_model(submitted):
 def test_results_table(submitted):
     assert submitted["table"].exit_code == 0, submitted["table"].output
     rows = json.loads(submitted["table"].stdout)
-    # newest job: one sweep trial
-    assert sorted(r["method"] for r in rows) == ["camu", "camu-official", "oracle", "original"]
+    # newest job: the preset and one sweep trial
+    assert sorted((r["method"], r["trial_id"] == "preset") for r in rows) == [
+        ("camu", False), ("camu", True), ("oracle", False), ("original", False)]
     expected = {"scenario", "method", "trial_id", "seed", "is_best", "ra", "fa", "ta", "ta_retained", "ta_forgotten",
                 "mia_official", "mia_auc", "avg_gap", "unlearn_seconds", "rte"}
     assert expected <= set(rows[0])
-    by = {r["method"]: r for r in rows}
-    assert by["oracle"]["fa"] == 0 and by["oracle"]["avg_gap"] == 0
-    assert by["original"]["fa"] > 90
-    assert by["camu"]["is_best"] is True
-    assert 0 <= by["camu"]["mia_auc"] <= 1 and 0 <= by["camu"]["ra"] <= 100
-    assert by["camu-official"]["fa"] < 20  # the official configuration forgets the class
+    by = {(r["method"], r["trial_id"] == "preset"): r for r in rows}
+    assert by[("oracle", False)]["fa"] == 0 and by[("oracle", False)]["avg_gap"] == 0
+    assert by[("original", False)]["fa"] > 90
+    chosen = [r for r in rows if r["is_best"]]
+    assert len(chosen) == 1 and chosen[0]["method"] == "camu"  # one seed: one row of the chosen configuration
+    assert chosen[0]["objective"] == min(r["objective"] for r in rows if r["method"] == "camu")
+    assert 0 <= chosen[0]["mia_auc"] <= 1 and 0 <= chosen[0]["ra"] <= 100
+    assert by[("camu", True)]["fa"] < 20  # the official configuration forgets the class
     assert submitted["parquet"].exit_code == 0
     assert pq.read_table(submitted["work"] / "s.parquet").num_rows == 4
 
@@ -149,6 +152,6 @@ def test_first_job_recorded_the_failed_trial(submitted):
     parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
     local = client.download_artifacts(parent.info.run_id, "eval/summary.parquet", str(submitted["work"]))
     rows = pq.read_table(local).to_pylist()
-    camu = [r for r in rows if r["method"] == "camu"]
-    assert sorted(r["status"] for r in camu) == ["failed", "finished"]
-    assert [r["is_best"] for r in camu if r["status"] == "finished"] == [True]
+    sweep = [r for r in rows if r["method"] == "camu" and r["trial_id"] != "preset"]
+    assert sorted(r["status"] for r in sweep) == ["failed", "finished"]
+    assert not any(r["is_best"] for r in rows if r["status"] == "failed")

@@ -1,0 +1,113 @@
+"""The real pipeline with two methods and two seeds, one of them a method registered by a test module
+(a job ``plugins:`` entry): rows per (method, trial, seed), the chosen configuration marked on each
+seed, ``results --by method`` as mean +- std over the seeds, registration per (scenario, method), and
+every method through Train local mode on digits, reporting each epoch."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+pytestmark = pytest.mark.integration
+
+JOB = {
+    "name": "two",
+    "plugins": ["tests.throwaway_method"],
+    "dataset": {"name": "digits"},
+    "model": {"name": "mnist_cnn"},
+    "original": {"recipe": {"epochs": 3, "batch_size": 64}},
+    "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]}],
+    "seeds": [0, 1],
+    "methods": [{"name": "throwaway"}, {"name": "finetune", "params": {"epochs": 1, "batch_size": 128},
+                                        "sweep": {"space": {"lr": {"loguniform": [1.0e-3, 1.0e-1]}}}},
+                {"name": "retrain"}],
+    "sweep": {"num_samples": 2},
+    "resources": {"num_workers": 0},
+    "tracking": {"experiment": "two"},
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="module")
+def job(ray_cluster, tmp_path_factory):
+    work = tmp_path_factory.mktemp("two")
+    (work / "two.yaml").write_text(yaml.safe_dump(JOB))
+    runner = CliRunner()
+    import os
+
+    old = os.getcwd()
+    os.chdir(work)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        submitted = runner.invoke(app, ["submit", "two.yaml"])
+        rows = runner.invoke(app, ["results", "two", "--format", "json"])
+        by = runner.invoke(app, ["results", "two", "--by", "method", "--format", "json"])
+        text = runner.invoke(app, ["results", "two", "--by", "method"])
+    finally:
+        os.chdir(old)
+    from mlflow.tracking import MlflowClient
+
+    return {"submitted": submitted, "rows": rows, "by": by, "text": text,
+            "client": MlflowClient(f"sqlite:///{work / 'mlflow.db'}")}
+
+
+def test_job_ran(job):
+    assert job["submitted"].exit_code == 0, job["submitted"].output[-3000:]
+
+
+def test_rows_per_method_trial_and_seed(job):
+    rows = json.loads(job["rows"].stdout)
+    for method in ("throwaway", "finetune"):
+        mine = [r for r in rows if r["method"] == method]
+        presets = sorted(r["seed"] for r in mine if r["trial_id"] == "preset")
+        assert presets == [0, 1], method  # the preset on every seed
+        sweep = [r for r in mine if r["trial_id"] != "preset" and r["seed"] == 0]
+        assert len(sweep) == 2, method  # the same budget for every method
+        chosen = [r for r in mine if r["is_best"]]
+        assert sorted(r["seed"] for r in chosen) == [0, 1] and len({r["trial_id"] for r in chosen}) == 1, method
+        by_config = {}
+        for r in mine:
+            if r["status"] == "finished":
+                by_config.setdefault(r["trial_id"], []).append(r["objective"])
+        both = {t: statistics.fmean(v) for t, v in by_config.items() if len(v) == 2}
+        assert chosen[0]["trial_id"] == min(both, key=both.get), method  # the lower mean objective over seeds
+    retrain = [r for r in rows if r["method"] == "retrain"]
+    oracle = [r for r in rows if r["method"] == "oracle"]
+    assert [(r["seed"], r["ra"], r["unlearn_seconds"]) for r in retrain] == [(r["seed"], r["ra"], r["unlearn_seconds"])
+                                                                            for r in oracle]
+
+
+def test_by_method_is_mean_and_std_over_seeds(job):
+    rows = json.loads(job["rows"].stdout)
+    table = json.loads(job["by"].stdout)
+    for method in ("throwaway", "finetune"):
+        best = next(r for r in table if r["method"] == method and r["config"] == "best")
+        chosen = [r for r in rows if r["method"] == method and r["is_best"]]
+        assert best["seeds"] == 2
+        assert best["ra"] == pytest.approx(statistics.fmean(r["ra"] for r in chosen))
+        assert best["ra_std"] == pytest.approx(statistics.stdev(r["ra"] for r in chosen)) or math.isnan(best["ra_std"])
+    assert " +- " in job["text"].stdout
+
+
+def test_mlflow_record_names_the_method(job):
+    client = job["client"]
+    exp = client.get_experiment_by_name("two")
+    trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'", max_results=100)
+    names = {t.info.run_name for t in trials}
+    assert {"class3/throwaway/seed0/preset", "class3/throwaway/seed1/preset", "class3/finetune/seed1/preset"} <= names
+    assert all(t.data.tags["camu.method"] in ("throwaway", "finetune") for t in trials)
+    best = [t for t in trials if t.data.tags.get("camu.is_best") == "true"]
+    assert sorted(t.data.tags["camu.method"] for t in best) == ["finetune", "finetune", "throwaway", "throwaway"]
+    for method in ("throwaway", "finetune"):
+        version = client.get_model_version_by_alias(f"camu-two-class3-{method}", "candidate")
+        assert version.tags["camu.method"] == method
+        history = client.get_metric_history(
+            next(t for t in trials if t.info.run_name == f"class3/{method}/seed0/preset").info.run_id, "epoch_fa")
+        assert len(history) == (2 if method == "throwaway" else 1)  # one report per epoch
