@@ -175,10 +175,11 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     checked = check_job(job, check_data=not no_data, local=not remote, overrides=overrides)
     spec = checked.spec
+    workers = spec.resources.num_workers
     typer.echo(f"{job}: ok - {len(spec.scenarios)} scenario(s) x {len(spec.seeds)} seed(s), "
                f"{len(spec.methods)} method(s) ({', '.join(m.name for m in spec.methods)}): each its preset + "
                f"{spec.sweep.num_samples} sweep trial(s) ({spec.sweep.search}), "
-               f"{max(spec.resources.num_workers, 1)} worker(s) per run")
+               + (f"{workers} worker(s) per run" if workers else "each run in one process (Train local mode)"))
 
 
 @app.command()

@@ -96,9 +96,14 @@ def method_errors(i: int, spec: MethodSpec, dataset: str | None, scenario_kinds:
     m = method(spec)
     errors = _errors(f"{prefix}.params", m.Params, spec.params, "unknown parameter of " + spec.name)
     for scenario, kind in scenario_kinds:
+        if not spec.runs_on(scenario):
+            continue
         reason = check_applicable(spec.name, kind, has_initial=not loaded_original)
         if reason:
-            errors.append(f"{prefix}: {reason} (scenario {scenario})")
+            fitting = [n for n, k in scenario_kinds if not check_applicable(spec.name, k, not loaded_original)]
+            fix = (f"run it on those it fits with scenarios: {fitting}, or drop it" if fitting and "defined only" in reason
+                   else "drop it from this job")
+            errors.append(f"{prefix}: {reason} (scenario {scenario}); {fix}")
             continue
         if dataset is None:
             continue

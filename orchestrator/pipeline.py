@@ -62,10 +62,11 @@ def _scenario(ctx: JobRun, index: int, original: Any, rows: list[dict[str, Any]]
                                "seeds": spec.seeds, "methods": [m.name for m in spec.methods]})
     refs = [references(ctx, sc, seed, ctx.checked.splits[(sc.name, seed)], child, original, rows)
             for seed in spec.seeds]
-    for method in spec.methods:
+    methods = [m for m in spec.methods if m.runs_on(sc.name)]
+    for method in methods:
         compare_method(ctx, sc, method, refs, child, rows)
     registered = {}
-    for method in spec.methods:
+    for method in methods:
         registered.update(_register(ctx, sc.name, method.name, child, rows))
     tracker.log_parquet(child, results.to_table([r for r in rows if r["scenario"] == sc.name]), "eval/summary.parquet")
     tracker.end(child)

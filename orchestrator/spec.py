@@ -135,6 +135,10 @@ class MethodSpec(Strict):
     preset: str | None = Field(None, min_length=1, max_length=64, description="named published configuration, or none")
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the method's parameters")
     sweep: MethodSweepSpec = Field(default_factory=MethodSweepSpec)
+    scenarios: list[str] | None = Field(None, min_length=1, description="the scenarios (names) it runs on; default all")
+
+    def runs_on(self, scenario: str) -> bool:
+        return self.scenarios is None or scenario in self.scenarios
 
 
 class ObjectiveSpec(Strict):
@@ -279,7 +283,12 @@ class JobSpec(Strict):
         if twice:
             raise ValueError(f"methods: {twice} listed twice; list each method once (its sweep covers its variants)")
         problems = []
+        names = {s.name for s in self.scenarios}
         for i, method in enumerate(self.methods):
+            unknown = sorted(set(method.scenarios or []) - names)
+            if unknown:
+                problems.append(f"methods.{i}.scenarios: {unknown} are not scenarios of this job; choose from "
+                                f"{sorted(names)}")
             space = method.sweep.space or {}
             grids = {k: v["grid"] for k, v in space.items() if isinstance(v, dict) and "grid" in v}
             if grids and self.sweep.search != "grid":

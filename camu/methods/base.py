@@ -198,8 +198,7 @@ def check_applicable(name: str, scenario_kind: str, has_initial: bool) -> str | 
     """Why method ``name`` cannot run on a scenario of ``scenario_kind`` in this job, or None."""
     cls = METHODS.get(name)
     if cls.scenario_kinds is not None and scenario_kind not in cls.scenario_kinds:
-        return (f"{name} is defined only for {' / '.join(cls.scenario_kinds)} scenarios, not {scenario_kind!r}; "
-                f"drop it for this job or use a class-removal scenario")
+        return f"{name} is defined only for {' / '.join(cls.scenario_kinds)} scenarios, not {scenario_kind!r}"
     if cls.needs_initial and not has_initial:
         return (f"{name} replays the original's training from its initial weights, which a loaded original "
                 f"(original.uri) does not have; train the original in the job (original.recipe) to use it")
