@@ -1,9 +1,12 @@
 """CaMU counterfactuals: each forgetting sample x_f is paired with a remaining sample x_s from the
-partner pool D_s, and its counterfactual is x_cf = (1 - mix) * x_s + mix * x_f + noise.
+partner pool D_s, and its counterfactual is, in pixel units, x_cf = (1 - mix) * x_s + mix * x_f + eps.
 
-The official construction is mix = 0 with noise ~ U[0, 1) added after normalisation, and label
-y_cf = the partner's label, redrawn uniformly among the other classes when it equals y_f.
-x_cf is only ever passed through the frozen original model.
+The official construction is mix = 0 with eps ~ U[0, 1) added to the tensors the official loaders
+yield: raw [0, 1] pixels on MNIST / Fashion-MNIST (they are not normalised there), ImageNet-normalised
+pixels on CIFAR (so U[0, 1) times the ImageNet std of each channel, in pixel units). camu keeps images
+normalised, so the noise is added in pixel space and the result normalised again: the official
+counterfactual on every dataset. Its label y_cf is the partner's label, redrawn uniformly among the
+other classes when it equals y_f. x_cf is only ever passed through the frozen original model.
 """
 
 from __future__ import annotations
@@ -82,18 +85,25 @@ def make_pairing(forget: torch.Tensor, retain: torch.Tensor, labels: torch.Tenso
     return Pairing(forget_all, partner, cf_label, pool)
 
 
-def sample_noise(shape: torch.Size, kind: NoiseKind, scale: float, generator: torch.Generator,
+def sample_noise(shape: torch.Size, kind: NoiseKind, scale: float | list[float], generator: torch.Generator,
                  device: torch.device) -> torch.Tensor:
-    """Element-wise noise eps for a batch of counterfactuals (drawn on CPU for reproducibility)."""
-    if kind == "none" or scale == 0:
+    """Element-wise noise eps for a batch of counterfactuals (drawn on CPU for reproducibility);
+    ``scale`` is one number or one per channel."""
+    scales = torch.tensor(scale if isinstance(scale, list) else [scale], dtype=torch.float32)
+    if kind == "none" or not bool(scales.any()):
         return torch.zeros(shape, device=device)
     draw = torch.rand if kind == "uniform" else torch.randn
-    return (scale * draw(shape, generator=generator)).to(device)
+    if len(scales) > 1:
+        if len(scales) != shape[1]:
+            raise ValueError(f"noise_scale has {len(scales)} values but the images have {shape[1]} channels")
+        scales = scales.view(1, -1, *([1] * (len(shape) - 2)))
+    return (scales * draw(shape, generator=generator)).to(device)
 
 
 def counterfactual_images(x_partner: torch.Tensor, x_forget: torch.Tensor, noise: torch.Tensor,
                           mix: float) -> torch.Tensor:
-    """x_cf = (1 - mix) * x_s + mix * x_f + eps (official: mix = 0, eps ~ U[0, 1))."""
+    """x_cf = (1 - mix) * x_s + mix * x_f + eps, all in the same units (camu: pixels; official: mix = 0,
+    eps ~ U[0, 1))."""
     base = x_partner if mix == 0 else torch.lerp(x_partner, x_forget, mix)
     return base + noise
 

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from camu.methods.base import MethodParams, Stopwatch, UnlearningMethod, UnlearnContext, UnlearnResult, trainable_copy
-from camu.runtime import autocast, global_batches, place_input, sync_gradients
+from camu.runtime import autocast, global_batches, place_input, sync_batch_norm, sync_gradients
 
 
 def make_optimizer(parameters: Any, params: MethodParams, lr: float | None = None) -> torch.optim.Optimizer:
@@ -129,6 +129,8 @@ def _state(run: Run, epoch: int) -> dict[str, Any]:
 def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnContext) -> UnlearnResult:
     """Unlearn ``ctx.forget`` from a copy of ``ctx.original`` with ``method``; the original is never modified."""
     model = method.adapt(trainable_copy(ctx.original, ctx.device), ctx, params)
+    if ctx.shard.world_size > 1 and ctx.sync_batchnorm:
+        model = sync_batch_norm(model)
     run = Run(ctx, model, method.optimizers(model, params))
     start = 0
     if ctx.resume_state is not None:
@@ -153,4 +155,5 @@ def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnC
                     metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
                     ctx.on_epoch(epoch, metrics, _state(run, epoch), model)
                 reporting += report.seconds
-    return UnlearnResult(method.finish(run, params), watch.seconds - reporting, history, method.num_epochs(params))
+    return UnlearnResult(method.finish(run, params), watch.seconds - reporting, history, method.num_epochs(params),
+                         method.members(run))

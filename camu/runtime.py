@@ -124,3 +124,55 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation over the whole data-parallel group: with W workers each rank sees B/W samples,
+    so plain BatchNorm would normalise (and update its running statistics) with a different mean and
+    variance on every rank than one worker at batch B. The group's sums go through a differentiable
+    all-reduce, on gloo / CPU as on NCCL (torch's SyncBatchNorm is CUDA-only). Outside a group, or in
+    eval mode, it is plain BatchNorm; its state dict is BatchNorm's."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        count = torch.tensor([xf.numel() / channels], device=x.device)
+        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))  # sums over the group
+        total = stats[-1]
+        mean = stats[:channels] / total
+        var = (stats[channels: 2 * channels] / total - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - factor).add_(factor * mean.detach().to(self.running_mean.dtype))
+                unbiased = var.detach() * total / (total - 1).clamp_min(1)
+                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(self.running_var.dtype))
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batch_norm(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm replaced by ``SyncBatchNorm`` (same parameters and buffers)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SyncBatchNorm):
+            sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync.load_state_dict(child.state_dict())
+            sync.to(next(child.buffers(), torch.empty(0)).device)
+            sync.train(child.training)
+            setattr(model, name, sync)
+        else:
+            sync_batch_norm(child)
+    return model

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from camu.data.sources import Source
 from camu.losses import cross_entropy
-from camu.runtime import Shard, autocast, broadcast_module, global_batches, place_input, place_model
+from camu.runtime import Shard, autocast, broadcast_module, global_batches, place_input, place_model, sync_batch_norm
 from camu.schema import Seed, StrictModel
 
 TrainCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
@@ -42,12 +42,14 @@ class TrainStats:
 
 def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, recipe: TrainRecipe,
                      device: torch.device, shard: Shard | None = None, on_epoch: TrainCallback | None = None,
-                     resume_state: dict[str, Any] | None = None) -> TrainStats:
+                     resume_state: dict[str, Any] | None = None, sync_batchnorm: bool = True) -> TrainStats:
     """Train ``model`` in place with Adam on ``source[indices]``; returns per-epoch mean losses.
 
     ``on_epoch(epoch, metrics, state)`` receives a resumable state (model, optimizer, epoch).
     """
     shard = shard or Shard.current()
+    if shard.world_size > 1 and sync_batchnorm:
+        sync_batch_norm(model)  # in place: BatchNorm statistics over the whole global batch
     model = place_model(model, device)
     broadcast_module(model, shard)
     net = DistributedDataParallel(model) if shard.world_size > 1 else model

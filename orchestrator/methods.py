@@ -4,6 +4,7 @@ typed ``Params`` (pure: the registries only, no Ray, no MLflow)."""
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any
 
@@ -49,8 +50,13 @@ def _errors(prefix: str, model: type[BaseModel], values: dict[str, Any], extra_k
 
 
 def _base_type(annotation: Any) -> Any:
-    if typing.get_origin(annotation) is typing.Annotated:
+    """The scalar type a sampled value takes: float for ``float | list[float]`` (a per-channel option)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
         return _base_type(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        scalars = [a for a in typing.get_args(annotation) if a in (int, float)]
+        return float if float in scalars else (scalars[0] if scalars else annotation)
     return annotation
 
 

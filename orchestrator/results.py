@@ -18,8 +18,11 @@ from torch import nn
 from orchestrator.secrets import redact
 from orchestrator.tracking import Tracker
 
-METRIC_COLUMNS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_forget_member_rate",
-                  "mia_auc", "avg_gap", "objective", "unlearn_seconds", "rte"]
+METRIC_COLUMNS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_efficacy",
+                  "mia_forget_member_rate", "mia_auc", "lira_auc", "lira_tpr_at_1pct_fpr", "avg_gap", "relearn_epochs",
+                  "unlearn_seconds", "rte",
+                  # the selection part: what the choice of a configuration read (see camu.evaluation)
+                  "sel_ra", "sel_fa", "sel_ta", "sel_mia_official", "sel_avg_gap", "objective", "selection_fraction"]
 SCHEMA = pa.schema([("scenario", pa.string()), ("method", pa.string()), ("trial_id", pa.string()),
                     ("seed", pa.int64()), ("is_best", pa.bool_()), ("status", pa.string())]
                    + [(c, pa.float64()) for c in METRIC_COLUMNS]
@@ -141,12 +144,17 @@ def _json_default(value: Any) -> Any:
 def render_text(table: pa.Table) -> str:
     """A fixed-width text table of the main columns (what a terminal shows)."""
     cols = ["scenario", "method", "trial_id", "seed", "is_best", "ra", "fa", "ta", "ta_retained", "ta_forgotten",
-            "mia_official", "mia_auc", "avg_gap", "unlearn_seconds", "rte"]
+            "mia_official", "mia_efficacy", "mia_auc", "avg_gap", "objective", "unlearn_seconds", "rte"]
+    cols += [c for c in ("lira_auc", "relearn_epochs") if any(not _missing(v) for v in table.column(c).to_pylist())]
     rows = [[_fmt(r[c]) for c in cols] for r in table.to_pylist()]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _fmt(value: Any) -> str:
@@ -158,8 +166,8 @@ def _fmt(value: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- one row per method
-BY_METHOD_METRICS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_auc", "avg_gap",
-                     "unlearn_seconds", "rte"]
+BY_METHOD_METRICS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_efficacy", "mia_auc",
+                     "lira_auc", "lira_tpr_at_1pct_fpr", "relearn_epochs", "avg_gap", "unlearn_seconds", "rte"]
 
 
 def by_method(table: pa.Table) -> pa.Table:

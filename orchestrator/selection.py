@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 from camu.metrics import average_gap
+from orchestrator.spec import ObjectiveSpec
 
 OBJECTIVE = "objective"  # Tune metric name; mode "min"
 
@@ -21,3 +22,19 @@ def objective(metrics: Mapping[str, float], oracle: Mapping[str, float], ra_max_
     floors = [("ra", ra_max_drop), ("ta_retained", ta_retained_max_drop)]
     below = any(k in metrics and k in oracle and metrics[k] < oracle[k] - drop for k, drop in floors)
     return gap, gap + (penalty if below else 0.0)
+
+
+def _part(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def score(metrics: Mapping[str, float], oracle: Mapping[str, float], spec: ObjectiveSpec) -> dict[str, float]:
+    """A run against its oracle: ``avg_gap`` on the report part (what the summary reports), and on the
+    selection part ``sel_avg_gap`` and the ``objective`` (with the floors) that sweeps and the choice
+    of a configuration use. Without a selection part (``sel_*`` absent) both use the same numbers."""
+    report_gap = average_gap(metrics, oracle)
+    sel, sel_oracle = _part(metrics, "sel_"), _part(oracle, "sel_")
+    if not sel or not sel_oracle:
+        sel, sel_oracle = dict(metrics), dict(oracle)
+    sel_gap, value = objective(sel, sel_oracle, spec.ra_max_drop, spec.ta_retained_max_drop, spec.penalty)
+    return {"avg_gap": report_gap, "sel_avg_gap": sel_gap, OBJECTIVE: value}

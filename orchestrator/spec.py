@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from camu.schema import Seed, StrictModel
+from camu.relearn import RelearnParams
 from camu.training import TrainRecipe
 from orchestrator.uris import UriError, model_source, tracking_uri_problem
 
@@ -175,6 +176,24 @@ def space_dimension_problem(kind: str, arg: Any) -> str | None:
     return None
 
 
+class PrivacySpec(Strict):
+    """Per-example membership evaluation (LiRA-style, camu.privacy): K shadow models per (scenario, seed),
+    each trained with the job's recipe on D_r plus a random half of D_f, cached like oracles."""
+
+    shadows: int = Field(8, ge=2, le=256, description="shadow models per (scenario, seed); 8-16 is usual")
+
+
+class EvaluationSpec(Strict):
+    """How runs are judged besides the summary metrics: the selection / report split, relearning."""
+
+    selection_fraction: float = Field(0.5, ge=0, lt=1, description="share of D_f, D_r and the test set used to "
+                                                                   "choose configurations; the rest is reported "
+                                                                   "(0: choose on the reported data, optimistic)")
+    relearn: RelearnParams | None = Field(None, description="continue training each unlearned model on D_r and "
+                                                            "report the epochs until FA comes back")
+    privacy: PrivacySpec | None = Field(None, description="per-example membership (LiRA-style) with shadow models")
+
+
 class SweepSpec(Strict):
     """How every method is searched: the same algorithm and budget for all (a fair comparison by default)."""
 
@@ -206,6 +225,8 @@ class ResourcesSpec(Strict):
     start_attempts: int = Field(3, ge=1, le=100, description="attempts to start a run's worker group (each waits up to "
                                                              "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, default 60 s) "
                                                              "before the run fails for lack of resources")
+    sync_batchnorm: bool = Field(True, description="with several workers, BatchNorm uses the statistics of the whole "
+                                                   "global batch (as one worker would), not each rank's share")
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="the global batch is fixed, so no scaling is needed; linear multiplies lrs by num_workers")
 
@@ -265,6 +286,7 @@ class JobSpec(Strict):
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="camu")], min_length=1, max_length=50,
                                       description="the unlearning methods compared, each with its preset and space")
     sweep: SweepSpec = Field(default_factory=SweepSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 import torch
@@ -22,7 +23,8 @@ from orchestrator.naming import content_hash, train_run_name
 from orchestrator.original import load_original_weights
 from orchestrator.progress import say, stage
 from orchestrator.secrets import redact
-from orchestrator.selection import OBJECTIVE, objective
+from orchestrator import results
+from orchestrator.selection import score
 from orchestrator.spec import JobSpec, ScenarioSpec
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Named, WorkerConfig
@@ -81,8 +83,10 @@ def data_config(spec: JobSpec) -> dict[str, Any]:
             "device": "cpu" if spec.device == "cpu" else "auto"}
 
 
-def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.Tensor, label: str) -> Stage:
-    """Train (or fetch from the cache) the original or an oracle with the job's recipe."""
+def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.Tensor, label: str,
+                explicit: bool = False) -> Stage:
+    """Train (or fetch from the cache) the original, an oracle or (``explicit``: on exactly ``indices``)
+    a shadow model with the job's recipe."""
     spec, tracker = ctx.spec, ctx.tracker
     recipe = spec.original.oracle_recipe.model_dump()
     base = data_config(spec)
@@ -104,7 +108,10 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     tracker.log_params(run_id, {"recipe": recipe, "dataset": base["dataset"], "model": base["model"],
                                 "resources": spec.resources.model_dump()})
     config = {**base, "recipe": recipe, "split_path": split_path, "tracking_uri": ctx.uri, "run_id": run_id,
-              "out_dir": str(cached.folder)}
+              "out_dir": str(cached.folder), "sync_batchnorm": spec.resources.sync_batchnorm}
+    if explicit:
+        np.save(cached.folder / "indices.npy", indices.numpy().astype(np.int64))
+        config["indices_path"] = str(cached.folder / "indices.npy")
     fit_trainer(make_trainer(supervised_worker, config, spec.resources, train_run_name(spec.name, role, key[:12]),
                              ctx.storage), spec.resources)
     seconds = json.loads((cached.folder / "train.json").read_text())["train_seconds"]
@@ -140,39 +147,48 @@ def load_original(ctx: JobRun) -> Stage:
     return Stage(str(weights), run_id, float("nan"))
 
 
-def _evaluate(ctx: JobRun, weights: dict[str, str], split_path: str, seed: int) -> dict[str, Any]:
+def _evaluate(ctx: JobRun, worker: WorkerConfig, weights: dict[str, str]) -> dict[str, Any]:
     """Evaluate the reference models of one split in a single task on the workers' kind of node."""
     res = ctx.spec.resources
     task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=min(res.gpus_per_worker, 1.0))(evaluate_weights)
-    return ray.get(task.remote(data_config(ctx.spec), weights, split_path, seed))
+    return ray.get(task.remote(worker.model_dump(), weights))
 
 
 def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child: str, original: Stage,
                rows: list[dict[str, Any]]) -> References:
     """[3] The split (saved and logged), its oracle, and the evaluation rows of original and oracle."""
-    from orchestrator import results
-
     spec, tracker = ctx.spec, ctx.tracker
     split_path = str(save_split(split, ctx.job_dir / "splits" / f"{sc.name}-seed{seed}.parquet"))
     tracker.log_artifact(child, split_path, "splits")
     stage(3, f"oracle for {sc.name}, seed {seed}")
     oracle = train_stage(ctx, "oracle", split_path, retain_indices(split), f"oracle {sc.name}/seed{seed}")
     tracker.set_tags(child, {f"camu.oracle_run_id.seed{seed}": oracle.run_id, "camu.original_run_id": original.run_id})
-    evaluated = _evaluate(ctx, {"original": original.weights, "oracle": oracle.weights}, split_path, seed)
+    base = data_config(spec)
+    worker = WorkerConfig(dataset=Named(**base["dataset"]), model=Named(**base["model"]), device=base["device"],
+                          split_path=split_path, original_weights=original.weights, initial_weights=original.initial,
+                          seed=seed, scenario_kind=sc.kind, oracle_metrics={}, oracle_seconds=oracle.train_seconds,
+                          objective=spec.sweep.objective, evaluation=spec.evaluation,
+                          lr_scaling=spec.resources.lr_scaling, sync_batchnorm=spec.resources.sync_batchnorm,
+                          tracking_uri=ctx.uri, trial_hook=ctx.trial_hook,
+                          plugins=list(spec.plugins))
+    evaluated = _evaluate(ctx, worker, {"original": original.weights, "oracle": oracle.weights})
+    if spec.evaluation.privacy is not None:
+        from orchestrator.shadows import privacy_stage
+
+        path, found = privacy_stage(ctx, sc.name, seed, split, oracle, original, worker)
+        worker = worker.model_copy(update={"privacy_path": path})
+        for name in ("original", "oracle"):
+            evaluated[name]["metrics"].update(found[name])
     oracle_metrics = evaluated["oracle"]["metrics"]
-    obj = spec.sweep.objective
     for name, ref in evaluated.items():
-        m = dict(ref["metrics"])
-        m["avg_gap"], m[OBJECTIVE] = objective(m, oracle_metrics, obj.ra_max_drop, obj.ta_retained_max_drop, obj.penalty)
+        m = {**ref["metrics"], **score(ref["metrics"], oracle_metrics, spec.sweep.objective)}
         tracker.log_metrics(child, {f"{name}.seed{seed}.{k}": v for k, v in m.items()})
+        for step, fa in enumerate(ref["curve"]):
+            tracker.log_metrics(child, {f"{name}.seed{seed}.relearn_fa": fa}, step=step)
         tracker.log_parquet(child, ref["samples"], f"eval/{name}-seed{seed}.parquet")
         run_id = original.run_id if name == "original" else oracle.run_id
         rows.append(results.reference_row(sc.name, name, seed, m, run_id,
                                           oracle.train_seconds if name == "oracle" else float("nan")))
-    base = data_config(spec)
-    worker = WorkerConfig(dataset=Named(**base["dataset"]), model=Named(**base["model"]), device=base["device"],
-                          split_path=split_path, original_weights=original.weights, initial_weights=original.initial,
-                          seed=seed, scenario_kind=sc.kind, oracle_metrics=oracle_metrics,
-                          oracle_seconds=oracle.train_seconds, objective=obj, lr_scaling=spec.resources.lr_scaling,
-                          tracking_uri=ctx.uri, trial_hook=ctx.trial_hook, plugins=list(spec.plugins))
+    worker = worker.model_copy(update={"oracle_metrics": oracle_metrics,
+                                       "original_fa": evaluated["original"]["metrics"]["fa"]})
     return References(seed, split_path, oracle, oracle_metrics, worker)

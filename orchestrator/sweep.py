@@ -105,12 +105,17 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
     if finished:  # a resumed job: this trial completed before the interruption
         tracker.end(run_id, "FINISHED")
         return finished, run_id
-    config = TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir)
+    direct = in_tune and ctx.resources.num_workers == 0  # in-process: Tune's own session, no Train run inside
+    config = TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir,
+                         report_to="tune" if direct else "train")
     name = train_run_name(ctx.job, f"{ctx.scenario}-{ctx.method}-s{seed}", f"{ctx.scope_key[-8:]}-{trial_id}")
-    trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources, name, ctx.storage_path,
-                           callbacks=[TuneReportCallback()] if in_tune else None)
     try:
-        fit_trainer(trainer, ctx.resources)
+        if direct:
+            unlearn_worker(config.model_dump())
+        else:
+            trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources, name, ctx.storage_path,
+                                   callbacks=[TuneReportCallback()] if in_tune else None)
+            fit_trainer(trainer, ctx.resources)
     except BaseException:
         tracker.set_tags(run_id, {"camu.status": "failed"})
         tracker.end(run_id, "FAILED")

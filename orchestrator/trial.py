@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.spec import ObjectiveSpec, ResourcesSpec
+from orchestrator.spec import EvaluationSpec, ObjectiveSpec, ResourcesSpec
 
 
 class Wire(BaseModel):
@@ -37,7 +37,11 @@ class WorkerConfig(Wire):
     oracle_metrics: dict[str, float]
     oracle_seconds: float
     objective: ObjectiveSpec
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    original_fa: float = float("nan")  # the original's FA on D_f (relearning's target)
+    privacy_path: str | None = None  # the per-example fit of this split (npz: mu/sd in/out, oracle phi)
     lr_scaling: str = "none"
+    sync_batchnorm: bool = True
     tracking_uri: str
     trial_hook: str | None = None  # "module:function[:argument]" called at the start of every trial (tests)
     plugins: list[str] = Field(default_factory=list)  # the job's plugin modules, imported before the registries
@@ -51,6 +55,7 @@ class TrialConfig(Wire):
     params: dict[str, Any]
     run_id: str
     out_dir: str
+    report_to: str = "train"  # "tune": run in the Tune trial's process and report to Tune (num_workers 0)
 
 
 class SweepContext(Wire):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -22,15 +24,17 @@ import torch
 
 from camu import METHODS, build_model, evaluate, forget_indices, load_dataset, load_split, retain_indices, run_method
 from camu.data import ImageData
-from camu.evaluation import predict_logits
+from camu.evaluation import EvalSets, evaluation_sets, predict_logits
 from camu.methods import UnlearnContext
 from camu.metrics import accuracy
 from camu.runtime import Shard, resolve_device
 from camu.training import TrainRecipe, train_classifier
 from camu.weights import load_weights, read_checkpoint_state, save_weights
-from orchestrator.selection import OBJECTIVE, objective
+from camu.privacy import LiraFit, logit_confidence, per_example_privacy
+from camu.relearn import relearn
+from orchestrator.selection import OBJECTIVE, objective, score
 from orchestrator.tracking import Tracker
-from orchestrator.trial import TrialConfig
+from orchestrator.trial import TrialConfig, WorkerConfig
 
 QUICK_SAMPLE = 2000  # retained / test samples scored after every CaMU epoch
 
@@ -57,31 +61,39 @@ def new_model(cfg: dict[str, Any], data: ImageData, seed: int) -> torch.nn.Modul
                        data.image_size)
 
 
-def _rank() -> int:
-    return ray.train.get_context().get_world_rank()
+class Channel:
+    """Where a loop reports and finds its checkpoints: Ray Train (``ray.train.*``: a Train worker, or Train
+    local mode outside Tune) or, for an in-process trial inside a Tune trial (``resources.num_workers: 0``),
+    Ray Tune itself (Train V2 refuses its own API there)."""
+
+    def __init__(self, via_tune: bool = False) -> None:
+        self.via_tune = via_tune
+        self.api = ray.tune if via_tune else ray.train
+
+    def rank(self) -> int:
+        return 0 if self.via_tune else ray.train.get_context().get_world_rank()
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """The state of the last reported checkpoint (after a worker restart or a resumed job)."""
+        ckpt = self.api.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as folder:
+            return read_checkpoint_state(Path(folder) / "state.pt")
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune). The
+        checkpoint is written to a temporary folder that is gone once ``report`` has copied it away."""
+        if state is None or self.rank() != 0:
+            self.api.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-") as folder:
+            torch.save(state, Path(folder) / "state.pt")
+            self.api.report(metrics, checkpoint=self.api.Checkpoint.from_directory(folder))
 
 
-def _resume_state() -> dict[str, Any] | None:
-    """The state of the last reported checkpoint (after a worker restart or a resumed job)."""
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as folder:
-        return read_checkpoint_state(Path(folder) / "state.pt")
-
-
+TRAIN = Channel()
 CHECKPOINT_PREFIX = "camu-ckpt-"
-
-
-def _report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-    """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune). The checkpoint
-    is written to a temporary folder that is gone once ``report`` has copied it to the run's storage."""
-    if state is None or _rank() != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-") as folder:
-        torch.save(state, Path(folder) / "state.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def remove_stale_checkpoint_folders() -> int:
@@ -107,22 +119,38 @@ def _alive(pid: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- original / oracle
+def privacy_metrics(path: str, forget_logits: torch.Tensor, forget_labels: torch.Tensor) -> dict[str, float]:
+    """The per-example membership scores of a model on D_f against the oracle (``camu.privacy``)."""
+    with np.load(path, allow_pickle=False) as saved:
+        fit = LiraFit(saved["mu_in"], saved["mu_out"], float(saved["sd_in"]), float(saved["sd_out"]))
+        oracle_phi = saved["oracle_phi"]
+    return per_example_privacy(fit, logit_confidence(forget_logits, forget_labels), oracle_phi)
+
+
+def training_indices(cfg: dict[str, Any], n: int) -> torch.Tensor:
+    """What a supervised run trains on: all samples (original), D_r (oracle) or an index file (shadow)."""
+    if cfg.get("indices_path"):
+        return torch.from_numpy(np.load(cfg["indices_path"], allow_pickle=False).astype(np.int64))
+    return torch.arange(n) if cfg["split_path"] is None else retain_indices(load_split(cfg["split_path"]))
+
+
 def supervised_worker(cfg: dict[str, Any]) -> None:
-    """Train the original (all samples) or the oracle (D_r of a split) with the job's recipe."""
+    """Train the original (all samples), an oracle (D_r of a split) or a shadow model with the job's recipe."""
     device = _device(cfg)
     data = load_data(cfg, device)
     recipe = TrainRecipe.model_validate(cfg["recipe"])
-    indices = torch.arange(len(data.train)) if cfg["split_path"] is None else retain_indices(load_split(cfg["split_path"]))
+    indices = training_indices(cfg, len(data.train))
     model = new_model(cfg, data, recipe.seed)
-    tracker = Tracker(cfg["tracking_uri"]) if _rank() == 0 else None
+    tracker = Tracker(cfg["tracking_uri"]) if TRAIN.rank() == 0 else None
 
     def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
         if tracker is not None:
             tracker.log_metrics(cfg["run_id"], metrics, step=epoch)
-        _report({"epoch": epoch, **metrics}, state)
+        TRAIN.report({"epoch": epoch, **metrics}, state)
 
-    stats = train_classifier(model, data.train, indices, recipe, device, Shard.current(), on_epoch, _resume_state())
-    if _rank() == 0:
+    stats = train_classifier(model, data.train, indices, recipe, device, Shard.current(), on_epoch, TRAIN.resume_state(),
+                             sync_batchnorm=cfg.get("sync_batchnorm", True))
+    if TRAIN.rank() == 0:
         out = Path(cfg["out_dir"])
         save_weights(model, out / "weights.safetensors")
         (out / "train.json").write_text(json.dumps({"train_seconds": stats.seconds, "losses": stats.losses}))
@@ -130,16 +158,38 @@ def supervised_worker(cfg: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- unlearning trial
-def _quick_metrics(model: torch.nn.Module, data: ImageData, forget: torch.Tensor, retain: torch.Tensor,
-                   device: torch.device) -> dict[str, float]:
-    """Cheap per-epoch accuracies: all of D_f, a fixed sample of D_r and of the test set."""
+def _quick_metrics(model: torch.nn.Module, data: ImageData, sets: EvalSets, device: torch.device) -> dict[str, float]:
+    """Cheap per-epoch accuracies on the selection part: all of its D_f, fixed samples of its D_r and
+    test set (no MIA)."""
     g = torch.Generator().manual_seed(0)
+    forget, retain, test = sets.forget["select"], sets.retain["select"], sets.test["select"]
     r = retain[torch.randperm(len(retain), generator=g)[:QUICK_SAMPLE]]
-    t = torch.randperm(len(data.test), generator=g)[:QUICK_SAMPLE]
+    t = test[torch.randperm(len(test), generator=g)[:QUICK_SAMPLE]]
     y_train, y_test = data.train.labels.cpu(), data.test.labels.cpu()
     return {"fa": accuracy(predict_logits(model, data.train, forget, device), y_train[forget]),
             "ra": accuracy(predict_logits(model, data.train, r, device), y_train[r]),
             "ta": accuracy(predict_logits(model, data.test, t, device), y_test[t])}
+
+
+def assess(model: torch.nn.Module, data: ImageData, split: Any, device: torch.device, wcfg: WorkerConfig,
+           members: torch.Tensor | None, oracle: dict[str, float] | None) -> tuple[dict[str, float], Any, list[float]]:
+    """The full evaluation of one model: metrics on the report and selection parts, scores against the
+    oracle (when given), relearning (when the job asks); returns (metrics, per-sample table, FA curve)."""
+    ev = evaluate(model, data, split, device, seed=wcfg.seed, members=members,
+                  selection_fraction=wcfg.evaluation.selection_fraction)
+    metrics = dict(ev.metrics)
+    if oracle is not None:
+        metrics.update(score(metrics, oracle, wcfg.objective))
+    if wcfg.privacy_path:
+        forget = forget_indices(split)
+        metrics.update(privacy_metrics(wcfg.privacy_path, ev.train_logits[forget], data.train.labels.cpu()[forget]))
+    curve: list[float] = []
+    if wcfg.evaluation.relearn is not None:
+        forget, retain = forget_indices(split), retain_indices(split)
+        original_fa = metrics["fa"] if oracle is None and math.isnan(wcfg.original_fa) else wcfg.original_fa
+        found = relearn(model, data, forget, retain, original_fa, wcfg.evaluation.relearn, device, wcfg.seed)
+        metrics["relearn_epochs"], curve = float(found.relearn_epochs), found.fa_curve
+    return metrics, ev.samples, curve
 
 
 def scaled_params(method: str, params: dict[str, Any], lr_scaling: str, world_size: int) -> dict[str, Any]:
@@ -163,12 +213,13 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     """One unlearning trial of any registered method: unlearn, report per-epoch metrics, then (rank 0)
     evaluate against the oracle."""
     cfg = TrialConfig.model_validate(raw)
+    channel = Channel(via_tune=cfg.report_to == "tune")
     for module in cfg.worker.plugins:  # the job's own methods register themselves in this process too
         importlib.import_module(module)
     run_trial_hook(cfg)
     remove_stale_checkpoint_folders()
     wcfg = cfg.worker
-    device = _device(wcfg.model_dump())
+    device = resolve_device("cpu" if wcfg.device == "cpu" else "auto") if channel.via_tune else _device(wcfg.model_dump())
     data = load_data(wcfg.model_dump(), device)
     split = load_split(wcfg.split_path)
     forget, retain = forget_indices(split), retain_indices(split)
@@ -184,30 +235,33 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
                                         "data_parallel.global_batch": batch,
                                         "data_parallel.per_worker_batch": batch // shard.world_size if batch else None,
                                         "data_parallel.lr_scaling": wcfg.lr_scaling,
+                                        "data_parallel.sync_batchnorm": wcfg.sync_batchnorm,
                                         **{f"data_parallel.effective_{f}": params[f]
                                            for f in METHODS.get(cfg.method).lr_fields if f in params}})
 
-    def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any], model: torch.nn.Module) -> None:
-        quick = _quick_metrics(model, data, forget, retain, device) if shard.is_main else {}
-        report = {**metrics, **{f"epoch_{k}": v for k, v in quick.items()}}
-        if quick:
-            _, report[OBJECTIVE] = objective(quick, oracle, obj.ra_max_drop, 1e9, obj.penalty, ("ra", "fa", "ta"))
-            tracker.log_metrics(cfg.run_id, report, step=epoch)
-        _report({"epoch": epoch, **report}, state)
+    sets = evaluation_sets(forget, retain, len(data.test), wcfg.seed, wcfg.evaluation.selection_fraction)
+    sel_oracle = {k[4:]: v for k, v in oracle.items() if k.startswith("sel_")} or oracle
 
-    resume_state = _resume_state()
+    def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any], model: torch.nn.Module) -> None:
+        quick = _quick_metrics(model, data, sets, device) if shard.is_main else {}
+        report = {**metrics, **{f"epoch_{k}": v for k, v in quick.items()}}
+        if quick:  # the cheap objective early stopping reads: selection part, no MIA
+            _, report[OBJECTIVE] = objective(quick, sel_oracle, obj.ra_max_drop, 1e9, obj.penalty, ("ra", "fa", "ta"))
+            tracker.log_metrics(cfg.run_id, report, step=epoch)
+        channel.report({"epoch": epoch, **report}, state)
+
+    resume_state = channel.resume_state()
     if resume_state is not None and tracker is not None:
         # a worker-group restart (Train FailureConfig) or a resumed job continues from its last checkpoint
         tracker.set_tags(cfg.run_id, {"camu.restored_from_epoch": int(resume_state["epoch"])})
     ctx = UnlearnContext(original, data, forget, retain, device, seed=wcfg.seed, shard=shard, on_epoch=on_epoch,
-                         resume_state=resume_state, initial=initial)
+                         resume_state=resume_state, initial=initial, sync_batchnorm=wcfg.sync_batchnorm)
     result = run_method(cfg.method, params, ctx)
     final: dict[str, float] = {}
     if shard.is_main:
-        evaluation = evaluate(result.model, data, split, device, seed=wcfg.seed)
-        final = dict(evaluation.metrics)
-        final["avg_gap"], final[OBJECTIVE] = objective(final, oracle, obj.ra_max_drop, obj.ta_retained_max_drop,
-                                                       obj.penalty)
+        final, samples, curve = assess(result.model, data, split, device, wcfg, result.members, oracle)
+        for step, fa in enumerate(curve):
+            tracker.log_metrics(cfg.run_id, {"relearn_fa": fa}, step=step)
         final["unlearn_seconds"] = result.seconds
         final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
         out = Path(cfg.out_dir)
@@ -215,19 +269,40 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
         (out / "final.json").write_text(json.dumps({"final": 1.0, **final}))
         tracker.log_metrics(cfg.run_id, final, step=result.epochs)
         tracker.log_artifact(cfg.run_id, out / "weights.safetensors", "model")
-        tracker.log_parquet(cfg.run_id, evaluation.samples, "eval/samples.parquet")
-    ray.train.report({"epoch": result.epochs, "final": 1.0, **final})
+        tracker.log_parquet(cfg.run_id, samples, "eval/samples.parquet")
+    channel.report({"epoch": result.epochs, "final": 1.0, **final}, None)
 
 
-# ----------------------------------------------------------------------------- evaluation task
-def evaluate_weights(cfg: dict[str, Any], weights: dict[str, str], split_path: str, seed: int) -> dict[str, Any]:
-    """Evaluate several saved models (name -> weights file) on one split in one Ray task, loading the data
-    once; returns name -> {"metrics", "samples"}."""
-    device = resolve_device("cpu" if cfg.get("device") == "cpu" else "auto")
-    data = load_data(cfg, device)
-    split = load_split(split_path)
-    out = {}
+# ----------------------------------------------------------------------------- evaluation tasks
+def forget_phi(raw: dict[str, Any], weights: list[str]) -> np.ndarray:
+    """Logit-scaled true-class confidences on D_f of several saved models (rows), loading the data once."""
+    wcfg = WorkerConfig.model_validate(raw)
+    device = resolve_device("cpu" if wcfg.device == "cpu" else "auto")
+    data = load_data(wcfg.model_dump(), device)
+    forget = forget_indices(load_split(wcfg.split_path))
+    labels = data.train.labels.cpu()[forget]
+    rows = [logit_confidence(predict_logits(load_weights(new_model(wcfg.model_dump(), data, 0), path), data.train,
+                                            forget, device), labels) for path in weights]
+    return np.stack(rows)
+
+
+
+def evaluate_weights(raw: dict[str, Any], weights: dict[str, str]) -> dict[str, Any]:
+    """Evaluate the reference models (name -> weights file; the original first, then the oracle) of one
+    split in one Ray task, loading the data once; returns name -> {"metrics", "samples", "curve"}.
+    The oracle is scored against itself; the original's FA is relearning's target."""
+    wcfg = WorkerConfig.model_validate(raw)
+    device = resolve_device("cpu" if wcfg.device == "cpu" else "auto")
+    data = load_data(wcfg.model_dump(), device)
+    split = load_split(wcfg.split_path)
+    out: dict[str, Any] = {}
     for name, path in weights.items():
-        ev = evaluate(load_weights(new_model(cfg, data, 0), path), data, split, device, seed=seed)
-        out[name] = {"metrics": ev.metrics, "samples": ev.samples}
+        model = load_weights(new_model(wcfg.model_dump(), data, 0), path)
+        if name == "original":
+            metrics, samples, curve = assess(model, data, split, device, wcfg.model_copy(update={"evaluation":
+                                             wcfg.evaluation.model_copy(update={"relearn": None})}), None, None)
+            wcfg = wcfg.model_copy(update={"original_fa": metrics["fa"]})
+        else:
+            metrics, samples, curve = assess(model, data, split, device, wcfg, None, None)
+        out[name] = {"metrics": metrics, "samples": samples, "curve": curve}
     return out

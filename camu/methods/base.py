@@ -56,6 +56,7 @@ class UnlearnContext:
     on_epoch: EpochCallback | None = None
     resume_state: dict[str, Any] | None = None
     initial: nn.Module | None = None
+    sync_batchnorm: bool = True  # with several workers, BatchNorm statistics over the whole global batch
 
     def epoch_generator(self, tag: int, epoch: int) -> torch.Generator:
         """A CPU generator that depends only on (seed, tag, epoch): identical on every rank and
@@ -72,6 +73,7 @@ class UnlearnResult:
     seconds: float
     history: dict[str, list[float]]
     epochs: int = 0
+    members: torch.Tensor | None = None  # D_s, the remaining samples the run used (None: the default draw)
 
 
 class MethodError(ValueError):
@@ -132,6 +134,11 @@ class UnlearningMethod:
     def finish(self, run: Run, params: MethodParams) -> nn.Module:
         """The model to return (default: the trainable copy as it is)."""
         return run.model
+
+    def members(self, run: Run) -> torch.Tensor | None:
+        """D_s, the remaining samples the official MIA treats as members: those this run drew for its
+        counterfactuals (CaMU); None for the default draw (``camu.evaluation.default_members``)."""
+        return None
 
 
 METHODS: Registry[type[UnlearningMethod]] = Registry("method")

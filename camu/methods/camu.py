@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from camu.counterfactual import (
@@ -51,6 +51,14 @@ TARGET_BATCH = 512  # batch size of the one-off frozen-model passes
 class CamuParams(MethodParams):
     """Every knob the sweep may search; defaults are the official MNIST class-removal setting."""
 
+    @field_validator("noise_scale")
+    @classmethod
+    def _noise_range(cls, scale: float | list[float]) -> float | list[float]:
+        values = scale if isinstance(scale, list) else [scale]
+        if not values or len(values) > 16 or any(not 0 <= v <= 100 for v in values):
+            raise ValueError("give a scale in [0, 100] pixel units, or one per channel (at most 16)")
+        return scale
+
     w_rep_keep: float = Field(0.5, ge=0, le=100, description="weight of KL on D_s representations")
     w_rep_forget: float = Field(0.5, ge=0, le=100, description="weight of KL pulling f.emb(x_f) to f0.emb(x_cf)")
     w_out_keep: float = Field(0.9, ge=0, le=100, description="weight of CE on (x_s, y_s)")
@@ -61,7 +69,9 @@ class CamuParams(MethodParams):
     epochs: int = Field(2, ge=1, le=200, description="passes over the counterfactual tuples")
     batch_size: int = Field(32, ge=1, le=65536, description="global batch B (tuples and D_s samples per step)")
     noise: NoiseKind = Field("uniform", description="distribution of eps: uniform U[0,s), gaussian N(0,s^2), none")
-    noise_scale: float = Field(1.0, ge=0, le=100, description="scale s of eps")
+    noise_scale: float | list[float] = Field(
+        1.0, description="scale s of eps in pixel units ([0, 1] pixels, whatever the dataset's normalisation); "
+                         "a list gives one scale per channel (official CIFAR: the ImageNet std, 0.229 0.224 0.225)")
     mix: float = Field(0.0, ge=0, le=1, description="blend of x_f into the partner: x_cf = (1-mix) x_s + mix x_f + eps")
     label_policy: LabelPolicy = Field("partner", description="partner | uniform_other | soft")
     pool_ratio: float = Field(1.0, gt=0, le=100, description="|D_s| / |D_f|")
@@ -71,11 +81,14 @@ class CamuParams(MethodParams):
         "auto", description="one forward over [x_s; x_f]: auto = when the model has no BatchNorm")
 
 
-OFFICIAL_SETTINGS: dict[tuple[str, str], dict[str, float | int]] = {
-    ("mnist", "random"): {"epochs": 10, "lr_out": 5e-4, "lr_rep": 4e-4},
-    ("mnist", "class"): {"epochs": 2, "lr_out": 1e-3, "lr_rep": 4e-4},
-    ("cifar", "random"): {"epochs": 10, "lr_out": 1e-4, "lr_rep": 1e-5},
-    ("cifar", "class"): {"epochs": 2, "lr_out": 5e-5, "lr_rep": 1e-5},
+# U[0, 1) on the official loaders' tensors, in pixel units: raw pixels on MNIST-like data; on CIFAR the
+# tensors are ImageNet-normalised, so one unit there is the ImageNet std of the channel.
+OFFICIAL_NOISE = {"mnist": 1.0, "cifar": [0.229, 0.224, 0.225]}
+OFFICIAL_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
+    ("mnist", "random"): {"epochs": 10, "lr_out": 5e-4, "lr_rep": 4e-4, "noise_scale": OFFICIAL_NOISE["mnist"]},
+    ("mnist", "class"): {"epochs": 2, "lr_out": 1e-3, "lr_rep": 4e-4, "noise_scale": OFFICIAL_NOISE["mnist"]},
+    ("cifar", "random"): {"epochs": 10, "lr_out": 1e-4, "lr_rep": 1e-5, "noise_scale": OFFICIAL_NOISE["cifar"]},
+    ("cifar", "class"): {"epochs": 2, "lr_out": 5e-5, "lr_rep": 1e-5, "noise_scale": OFFICIAL_NOISE["cifar"]},
 }
 
 
@@ -138,6 +151,7 @@ class Camu(UnlearningMethod):
                 "out": torch.optim.Adam(model.parameters(), lr=params.lr_out, weight_decay=params.weight_decay)}
 
     def prepare(self, run: Run, params: CamuParams) -> None:  # type: ignore[override]
+        self.params = params
         self.f0 = frozen_copy(run.ctx.original, run.device)
         self.together = params.batch_forward == "always" or (
             params.batch_forward == "auto" and not has_batch_norm(run.model))
@@ -177,6 +191,11 @@ class Camu(UnlearningMethod):
             run.record("loss_rep", loss_rep)
             run.record("loss_out", loss_out)
 
+    def members(self, run: Run) -> torch.Tensor | None:
+        """D_s of the first pairing (the official attack's members; the pool, repeats included)."""
+        params = getattr(self, "params", None)
+        return self._pairing(run.ctx, params, 0).pool if params is not None else None
+
     @staticmethod
     def _pairing(ctx: UnlearnContext, params: CamuParams, epoch: int) -> Pairing:
         g = ctx.epoch_generator(1, epoch if params.redraw_partners else 0)
@@ -194,8 +213,10 @@ class Camu(UnlearningMethod):
             x_s = source.fetch(pairing.partner[pos], device)
             x_f = source.fetch(pairing.forget[pos], device) if params.mix > 0 else x_s
             noise = sample_noise(x_s.shape, params.noise, params.noise_scale, g, device)
+            data = ctx.data  # x_cf is built in pixel units, then normalised like every input
+            x_cf = data.from_pixels(counterfactual_images(data.to_pixels(x_s), data.to_pixels(x_f), noise, params.mix))
             with autocast(device):
-                logits, emb = f0(place_input(counterfactual_images(x_s, x_f, noise, params.mix), device))
+                logits, emb = f0(place_input(x_cf, device))
             cf_rep.append(torch.softmax(emb.float(), dim=1))
             if params.label_policy == "soft":
                 y_f = ctx.data.train.labels[pairing.forget[pos].to(ctx.data.train.labels.device)].to(device)

@@ -70,6 +70,7 @@ def test_rows_per_method_trial_and_seed(job):
         assert presets == [0, 1], method  # the preset on every seed
         sweep = [r for r in mine if r["trial_id"] != "preset" and r["seed"] == 0]
         assert len(sweep) == 2, method  # the same budget for every method
+        assert all(r["status"] == "finished" for r in sweep), sweep  # in-process trials report to Tune
         chosen = [r for r in mine if r["is_best"]]
         assert sorted(r["seed"] for r in chosen) == [0, 1] and len({r["trial_id"] for r in chosen}) == 1, method
         by_config = {}

@@ -29,13 +29,61 @@ def test_official_mia_separates_confident_members_from_unsure_nonmembers():
     confident = np.sort(rng.dirichlet([50, 1, 1], 300), axis=1)[:, ::-1]
     unsure = np.sort(rng.dirichlet([2, 2, 2], 300), axis=1)[:, ::-1]
     acc, rate = official_mia(confident[:200], unsure[:200], confident[200:], unsure[200:])
-    assert acc > 90 and rate > 90           # forget set looks like members: attack succeeds
+    assert acc > 0.9 and rate > 0.9          # forget set looks like members: attack succeeds (a fraction)
     acc2, rate2 = official_mia(confident[:200], unsure[:200], unsure[200:250], unsure[250:])
-    assert rate2 < 10 and 40 <= acc2 <= 60  # forget set looks like test data: chance accuracy
+    assert rate2 < 0.1 and 0.4 <= acc2 <= 0.6  # forget set looks like test data: chance accuracy
 
 
-def test_average_gap_ignores_nan():
-    m = {"ra": 99.0, "fa": 10.0, "ta": 90.0, "mia_official": 50.0}
-    o = {"ra": 100.0, "fa": 0.0, "ta": 92.0, "mia_official": float("nan")}
-    assert average_gap(m, o) == pytest.approx((1 + 10 + 2) / 3)
+def test_official_mia_is_the_official_attack(monkeypatch):
+    """XGBoost with 100 trees and library defaults otherwise, fitted on members (1) vs non-members (0),
+    scored on every forget sample (1) and the held-out test samples (0), reported as accuracy."""
+    import xgboost
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            seen["kwargs"] = kwargs
+
+        def fit(self, x, y):
+            seen["fit"] = (x.copy(), y.copy())
+
+        def predict(self, x):
+            seen.setdefault("predict", []).append(x.copy())
+            return (x[:, 0] > 0.5).astype(int)  # a fixed rule, so the accuracy can be checked by hand
+
+    monkeypatch.setattr(xgboost, "XGBClassifier", Recorder)
+    members, nonmembers = np.full((3, 2), 0.9), np.full((5, 2), 0.2)
+    forget = np.array([[0.9, 0.1], [0.3, 0.7], [0.8, 0.2], [0.7, 0.3]])
+    heldout = np.array([[0.1, 0.9], [0.6, 0.4]])
+    acc, rate = official_mia(members, nonmembers, forget, heldout, seed=3)
+    assert seen["kwargs"]["n_estimators"] == 100 and "max_depth" not in seen["kwargs"]
+    x, y = seen["fit"]
+    assert x.shape == (8, 2) and y.tolist() == [1] * 3 + [0] * 5
+    assert [p.shape[0] for p in seen["predict"]] == [4, 2]  # all of D_f, then the held-out samples
+    assert acc == pytest.approx((3 + 1) / 6) and rate == pytest.approx(3 / 4)
+
+
+def test_efficacy_mia_against_its_definition():
+    """SalUn's SVC_MIA_forget_efficacy ("confidence"): SVC(C=3, gamma='auto', rbf) on true-class
+    confidence, remaining (1) vs test (0), applied to D_f; % of D_f predicted non-member."""
+    from sklearn.svm import SVC
+
+    from camu.metrics import efficacy_mia
+
+    rng = np.random.default_rng(1)
+    member, test = rng.beta(20, 1, 200), rng.beta(4, 3, 200)
+    forget = np.concatenate([rng.beta(20, 1, 30), rng.beta(4, 3, 70)])
+    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(np.concatenate([member, test])[:, None],
+                                                   np.r_[np.ones(200), np.zeros(200)])
+    expected = 100 * (1 - clf.predict(forget[:, None]).mean())
+    assert efficacy_mia(member, test, forget) == pytest.approx(expected)
+    assert 55 < expected < 85  # most of the unsure 70% read as non-members
+
+
+def test_average_gap_is_nan_when_a_metric_is_and_counts_the_mia_in_points():
+    m = {"ra": 99.0, "fa": 10.0, "ta": 90.0, "mia_official": 0.50}
+    o = {"ra": 100.0, "fa": 0.0, "ta": 92.0, "mia_official": 0.42}
+    assert average_gap(m, o) == pytest.approx((1 + 10 + 2 + 8) / 4)  # the MIA fraction counts x100
+    assert math.isnan(average_gap(m, {**o, "mia_official": float("nan")}))  # never over fewer metrics
     assert average_gap(m, m) == 0.0

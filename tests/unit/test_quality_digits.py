@@ -57,7 +57,30 @@ def test_per_sample_table(outcome, digits):
     split = make_split("classes", {"classes": [3]}, digits.train.labels, digits.class_names, seed=0)
     ev = evaluate(result.model, digits, split, CPU)
     t = ev.samples
-    assert t.column_names == ["index", "split", "label", "prediction", "loss", "max_prob"]
+    assert t.column_names == ["index", "split", "set", "label", "prediction", "loss", "max_prob", "true_prob"]
     assert t.num_rows == len(digits.train) + len(digits.test)
     assert set(t.column("split").to_pylist()) == {"forget", "retain", "test"}
     assert 0 <= ev.metrics["mia_auc"] <= 1
+
+
+def test_selection_and_report_parts_are_disjoint_and_each_number_is_on_its_part(outcome, digits):
+    """Every metric exists twice: on the report part (plain keys) and the selection part (sel_*); the
+    parts split D_f, D_r and the test set without overlap, and RA / FA / TA are recomputed here from the
+    per-sample table on each part."""
+    import numpy as np
+
+    _, result = outcome
+    split = make_split("classes", {"classes": [3]}, digits.train.labels, digits.class_names, seed=0)
+    ev = evaluate(result.model, digits, split, CPU, seed=2, selection_fraction=0.4)
+    rows = ev.samples.to_pylist()
+    for role in ("forget", "retain", "test"):
+        mine = [r for r in rows if r["split"] == role]
+        sel = [r for r in mine if r["set"] == "select"]
+        assert 0.35 < len(sel) / len(mine) < 0.45  # 40% for selection, the rest reported
+    for prefix, part in (("", "report"), ("sel_", "select")):
+        for key, role in (("ra", "retain"), ("fa", "forget"), ("ta", "test")):
+            chosen = [r for r in rows if r["split"] == role and r["set"] == part]
+            expected = 100 * np.mean([r["prediction"] == r["label"] for r in chosen])
+            assert ev.metrics[prefix + key] == pytest.approx(expected), prefix + key
+    same = evaluate(result.model, digits, split, CPU, seed=2, selection_fraction=0.0).metrics
+    assert same["ra"] == same["sel_ra"] and same["mia_official"] == same["sel_mia_official"]  # fraction 0: one part

@@ -49,9 +49,9 @@ def test_pickled_code_and_tampered_files_are_refused(tmp_path, capsys):
 
 
 def test_objective_floors_stop_collapsed_models_from_winning():
-    oracle = {"ra": 99.0, "fa": 0.0, "ta": 90.0, "ta_retained": 98.0, "mia_official": 40.0}
-    healthy = {"ra": 97.0, "fa": 5.0, "ta": 88.0, "ta_retained": 96.0, "mia_official": 42.0}
-    collapsed = {"ra": 20.0, "fa": 0.0, "ta": 20.0, "ta_retained": 20.0, "mia_official": 40.0}
+    oracle = {"ra": 99.0, "fa": 0.0, "ta": 90.0, "ta_retained": 98.0, "mia_official": 0.40}
+    healthy = {"ra": 97.0, "fa": 5.0, "ta": 88.0, "ta_retained": 96.0, "mia_official": 0.42}
+    collapsed = {"ra": 20.0, "fa": 0.0, "ta": 20.0, "ta_retained": 20.0, "mia_official": 0.40}
     gap, obj = objective(healthy, oracle, 10, 10, 100)
     assert gap == pytest.approx((2 + 5 + 2 + 2) / 4) and obj == gap
     cgap, cobj = objective(collapsed, oracle, 10, 10, 100)
