@@ -24,11 +24,10 @@ JOB = {
     "original": {"recipe": {"epochs": 2, "batch_size": 64}},
     "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]},
                   {"name": "class4", "kind": "classes", "classes": [4]}],
-    "camu": {"preset": "official", "params": {"epochs": 4}},
     # grid order is deterministic: a sound first trial, then one whose learning rate wrecks the model,
     # which ASHA stops at its first rung
-    "sweep": {"search": "grid", "num_samples": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
-              "space": {"lr_out": {"grid": [1.0e-3, 0.5]}}},
+    "methods": [{"name": "camu", "params": {"epochs": 4}, "sweep": {"space": {"lr_out": {"grid": [1.0e-3, 0.5]}}}}],
+    "sweep": {"search": "grid", "num_samples": 1, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
     # one run holds 3 of the cluster's 4 CPUs: a single leaked run would block every later stage
     "resources": {"num_workers": 1, "cpus_per_worker": 3, "start_attempts": 1},
     "tracking": {"experiment": "released"},
@@ -52,7 +51,7 @@ def test_early_stopped_trials_release_their_resources(ray_cluster, tmp_path, mon
     assert result.exit_code == 0, result.output[-3000:]
     table = CliRunner().invoke(app, ["results", "released", "--format", "json"])
     rows = json.loads(table.stdout)
-    trials = [r for r in rows if r["method"] == "camu"]
+    trials = [r for r in rows if r["method"] == "camu" and r["trial_id"] != "preset"]
     assert {r["scenario"] for r in trials} == {"class3", "class4"}  # the stage after the first sweep ran
     assert [r["status"] for r in trials if '"lr_out": 0.5' in r["params"]] == ["stopped"] * 2, trials  # by ASHA
     assert [r["status"] for r in trials if '"lr_out": 0.001' in r["params"]] == ["finished"] * 2
