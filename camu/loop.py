@@ -156,4 +156,4 @@ def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnC
                     ctx.on_epoch(epoch, metrics, _state(run, epoch), model)
                 reporting += report.seconds
     return UnlearnResult(method.finish(run, params), watch.seconds - reporting, history, method.num_epochs(params),
-                         method.members(run))
+                         method.members(run), reporting)

@@ -42,7 +42,8 @@ def official_mia(members: np.ndarray, nonmembers: np.ndarray, forget: np.ndarray
 
     if len(forget) == 0 or len(members) == 0 or len(nonmembers) == 0:
         return float("nan"), float("nan")
-    clf = XGBClassifier(n_estimators=100, random_state=seed, n_jobs=2, verbosity=0)
+    # threads: what this process may use (Ray sets OMP_NUM_THREADS per worker; torch follows it)
+    clf = XGBClassifier(n_estimators=100, random_state=seed, n_jobs=max(1, torch.get_num_threads()), verbosity=0)
     clf.fit(np.concatenate([members, nonmembers]),
             np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))]))
     pred_forget = clf.predict(forget)

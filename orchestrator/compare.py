@@ -19,7 +19,7 @@ from typing import Any
 
 from camu.methods import METHODS
 from orchestrator import results
-from orchestrator.methods import PRESET_TRIAL, base_params, preset_name, search_space
+from orchestrator.methods import PRESET_TRIAL, base_params, other_presets, preset_name, search_space
 from orchestrator.naming import content_hash
 from orchestrator.progress import say, stage
 from orchestrator.selection import OBJECTIVE
@@ -46,7 +46,8 @@ def _space_max_epochs(space: dict[str, Any], params: dict[str, Any]) -> int:
 
 def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[References], child: str,
                    rows: list[dict[str, Any]]) -> None:
-    """Presets on every seed, the sweep on the first, replicates of its best, and the choice."""
+    """Presets on every seed (the method's other known presets on the first), the sweep on the first seed
+    seeded with all of them, replicates of the best candidate, and the choice."""
     cls = METHODS.get(spec.name)
     if cls.reuses_oracle:
         for row in [r for r in rows if r["scenario"] == sc.name and r["method"] == "oracle"]:
@@ -55,43 +56,51 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
         return
     job = ctx.spec
     params = base_params(spec, job.dataset.name, sc.kind)
+    extras = other_presets(spec, job.dataset.name, sc.kind)
     label = preset_name(spec, job.dataset.name, sc.kind) or "parameter defaults"
-    stage(4, f"{spec.name} on {sc.name}: preset '{label}' on {len(refs)} seed(s), then {job.sweep.num_samples} "
-             f"sweep trial(s) on seed {refs[0].seed}")
+    stage(4, f"{spec.name} on {sc.name}: preset '{label}' on {len(refs)} seed(s), {len(extras)} other preset(s) and "
+             f"{job.sweep.num_samples} sweep trial(s) on seed {refs[0].seed}")
     contexts = [_context(ctx, sc, spec.name, ref, child, params) for ref in refs]
     first = contexts[0]
-    preset_objectives = []
-    for c in contexts:
-        metrics, run_id = run_trial(c, params, PRESET_TRIAL, in_tune=False)
-        rows.append(results.trial_row(sc.name, spec.name, c.seed, PRESET_TRIAL, metrics, run_id, params))
-        preset_objectives.append(metrics.get(OBJECTIVE, math.nan))
-    say(f"    {spec.name} preset: objective {_fmt(preset_objectives)} over seeds")
+    preset_objectives = [_run(c, params, PRESET_TRIAL, sc.name, spec.name, rows) for c in contexts]
+    candidates = [(preset_objectives[0], PRESET_TRIAL, params)]
+    candidates += [(_run(first, p, trial_id, sc.name, spec.name, rows), trial_id, p) for trial_id, p in extras]
+    say(f"    {spec.name} presets: objective {_fmt(preset_objectives)} over seeds"
+        + "".join(f"; {t} {o:.2f}" for o, t, _ in candidates[1:]))
     space = search_space(spec)
-    best = _sweep(ctx, sc, spec.name, first, params, space, preset_objectives[0], rows)
+    candidates += _sweep(ctx, sc, spec.name, first, params, space, [(p, o) for o, _, p in candidates], rows)
+    contenders = [c for c in candidates if c[1] != PRESET_TRIAL and math.isfinite(c[0])]
     chosen = PRESET_TRIAL
-    if best is not None:
-        trial_id, trial_params = best
+    if contenders:
+        _, trial_id, trial_params = min(contenders, key=lambda c: c[0])
         objectives = [_row(rows, sc.name, spec.name, trial_id, first.seed)["objective"]]
-        for c in contexts[1:]:
-            metrics, run_id = run_trial(c, trial_params, trial_id, in_tune=False)
-            rows.append(results.trial_row(sc.name, spec.name, c.seed, trial_id, metrics, run_id, trial_params))
-            objectives.append(metrics.get(OBJECTIVE, math.nan))
+        objectives += [_run(c, trial_params, trial_id, sc.name, spec.name, rows) for c in contexts[1:]]
         if _mean(objectives) < _mean(preset_objectives):
             chosen = trial_id
-        say(f"    {spec.name} best trial {trial_id}: objective {_fmt(objectives)} vs preset {_fmt(preset_objectives)}")
+        say(f"    {spec.name} best candidate {trial_id}: objective {_fmt(objectives)} vs preset {_fmt(preset_objectives)}")
     results.mark_chosen(rows, sc.name, spec.name, chosen)
     say(f"    {spec.name}: chosen configuration {chosen}")
 
 
+def _run(ctx: SweepContext, params: dict[str, Any], trial_id: str, scenario: str, method: str,
+         rows: list[dict[str, Any]]) -> float:
+    """One run outside the sweep (a preset, a replicate): its row, and its objective."""
+    metrics, run_id = run_trial(ctx, params, trial_id, in_tune=False)
+    rows.append(results.trial_row(scenario, method, ctx.seed, trial_id, metrics, run_id, params))
+    return metrics.get(OBJECTIVE, math.nan)
+
+
 def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, params: dict[str, Any],
-           space: dict[str, Any], preset_objective: float, rows: list[dict[str, Any]]) -> tuple[str, dict] | None:
-    """The sweep on the selection seed; returns (trial id, params) of its best finished trial."""
+           space: dict[str, Any], evaluated: list[tuple[dict[str, Any], float]],
+           rows: list[dict[str, Any]]) -> list[tuple[float, str, dict[str, Any]]]:
+    """The sweep on the selection seed, told the presets' results first; returns its finished trials
+    as (objective, trial id, params)."""
     job = ctx.spec
     if job.sweep.num_samples == 0 or not any(isinstance(v, dict) for v in space.values()):
-        return None
+        return []
     grid = run_sweep(first, job.sweep, space, _space_max_epochs(space, params),
-                     f"{job.name}-{first.scope_key}-s{first.seed}", evaluated=[(params, preset_objective)])
-    candidates = []
+                     f"{job.name}-{first.scope_key}-s{first.seed}", evaluated=evaluated)
+    finished = []
     for res in grid:
         trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
         out_dir = f"{first.out_root}/{method}/seed{first.seed}/{trial_id}"
@@ -102,12 +111,10 @@ def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, para
                                 failed=res.error is not None)
         rows.append(row)
         if row["status"] == "finished" and math.isfinite(row["objective"]):
-            candidates.append((row["objective"], trial_id, trial_params))
-    if not candidates:
+            finished.append((row["objective"], trial_id, trial_params))
+    if not finished:
         say(f"    {method}: no sweep trial finished")
-        return None
-    _, trial_id, trial_params = min(candidates, key=lambda c: c[0])
-    return trial_id, trial_params
+    return finished
 
 
 def _row(rows: list[dict[str, Any]], scenario: str, method: str, trial_id: str, seed: int) -> dict[str, Any]:

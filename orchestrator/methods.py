@@ -36,6 +36,16 @@ def base_params(spec: MethodSpec, dataset: str, scenario_kind: str) -> dict[str,
     return m.Params.model_validate({**base, **spec.params}).model_dump()
 
 
+def other_presets(spec: MethodSpec, dataset: str, scenario_kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """The method's other known presets (trial ids ``preset-<name>``, the job's overrides applied): the
+    search starts from all of them, e.g. both dataset families of CaMU."""
+    m = method(spec)
+    chosen = preset_name(spec, dataset, scenario_kind)
+    return [(f"{PRESET_TRIAL}-{name}", m.Params.model_validate({**m.preset(name, dataset, scenario_kind),
+                                                                **spec.params}).model_dump())
+            for name in m.preset_names(dataset, scenario_kind) if name != chosen]
+
+
 def search_space(spec: MethodSpec) -> dict[str, Any]:
     """The job's space for the method, else the method's documented default."""
     return dict(method(spec).space if spec.sweep.space is None else spec.sweep.space)

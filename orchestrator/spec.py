@@ -207,6 +207,8 @@ class SweepSpec(Strict):
     reduction_factor: int = Field(2, ge=2, le=100)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     max_failures: int = Field(1, ge=0, le=100, description="Tune retries of a failed trial before it is recorded as failed")
+    time_budget_s: float | None = Field(None, gt=0, le=30 * 86400, description="stop starting trials after this many "
+                                                                              "seconds of a method's sweep")
 
 
 
@@ -220,6 +222,8 @@ class ResourcesSpec(Strict):
     num_workers: int = Field(1, ge=0, le=1024, description="Train workers per run (0 = in-process local mode)")
     cpus_per_worker: float = Field(1.0, gt=0, le=1024)
     gpus_per_worker: float = Field(0.0, ge=0, le=64, description="fractions only with num_workers: 1")
+    trials_per_gpu: int | None = Field(None, ge=1, le=64, description="pack this many single-worker trials on each "
+                                                                       "GPU (sets gpus_per_worker = 1 / N)")
     worker_max_failures: int = Field(2, ge=-1, le=1000, description="restarts of a crashed worker group from its last "
                                                                       "checkpoint before the run fails (-1: unlimited)")
     start_attempts: int = Field(3, ge=1, le=100, description="attempts to start a run's worker group (each waits up to "
@@ -232,6 +236,11 @@ class ResourcesSpec(Strict):
 
     @model_validator(mode="after")
     def _fractional_gpus(self) -> ResourcesSpec:
+        if self.trials_per_gpu is not None:
+            if self.num_workers != 1 or self.gpus_per_worker not in (0, round(1 / self.trials_per_gpu, 4)):
+                raise ValueError("trials_per_gpu: packs single-worker trials; set num_workers: 1 and leave "
+                                 "gpus_per_worker out (it becomes 1 / trials_per_gpu)")
+            self.gpus_per_worker = round(1 / self.trials_per_gpu, 4)
         problems = [p for p in (_resource_step_problem(self.cpus_per_worker, "cpus_per_worker"),
                                 _resource_step_problem(self.gpus_per_worker, "gpus_per_worker")) if p]
         if self.num_workers > 1 and 0 < self.gpus_per_worker < 1:
@@ -246,6 +255,13 @@ class ResourcesSpec(Strict):
     @property
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
+
+    def concurrent_runs(self, cluster_cpus: float, cluster_gpus: float) -> int:
+        """How many runs of this shape the cluster can hold at once (GPU packing included)."""
+        workers = max(self.num_workers, 1)
+        by_cpu = cluster_cpus // (self.cpus_per_worker * workers) if self.cpus_per_worker else float("inf")
+        by_gpu = cluster_gpus // (self.gpus_per_worker * workers) if self.use_gpu else float("inf")
+        return int(min(by_cpu, by_gpu))
 
 
 class TrackingSpec(Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,40 +89,52 @@ def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
 
 def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune: bool,
               seed: int | None = None) -> tuple[dict[str, float], str]:
-    """Find or create the trial's MLflow run, then fit a TorchTrainer running ``unlearn_worker``.
-    The run is found again by key when Tune restarts the trial (same trial id), never duplicated.
-    ``seed``: run on another seed's split (replicates of a chosen configuration)."""
-    tracker = Tracker(ctx.tracking_uri)
+    """Find or create the trial's MLflow run, then run ``unlearn_worker`` (a TorchTrainer, or in this
+    process for an in-process trial inside Tune). The run is found again by key when Tune restarts the
+    trial (same trial id), never duplicated. ``seed``: run on another seed's split (replicates)."""
+    started = time.time()
     seed = ctx.seed if seed is None else seed
-    key = trial_key(ctx.scope_key, f"{trial_id}@{seed}")
+    tracker = Tracker.shared(ctx.tracking_uri)
     run_id = tracker.find_or_create_run(
         ctx.experiment_id, trial_run_name(ctx.scenario, ctx.method, seed, trial_id),
         tags={"camu.method": ctx.method, "camu.scenario": ctx.scenario, "camu.seed": str(seed), "ray.trial_id": trial_id,
               "camu.job": ctx.job, "camu.role": "trial", "camu.trial_id": trial_id},
-        key=key, parent=ctx.scenario_run_id)
+        key=trial_key(ctx.scope_key, f"{trial_id}@{seed}"), parent=ctx.scenario_run_id)
     tracker.log_params(run_id, {f"{ctx.method}.{k}": v for k, v in sorted(params.items())})
     out_dir = f"{ctx.out_root}/{ctx.method}/seed{seed}/{trial_id}"
     finished = read_final_metrics(out_dir)
     if finished:  # a resumed job: this trial completed before the interruption
         tracker.end(run_id, "FINISHED")
         return finished, run_id
-    direct = in_tune and ctx.resources.num_workers == 0  # in-process: Tune's own session, no Train run inside
-    config = TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir,
-                         report_to="tune" if direct else "train")
-    name = train_run_name(ctx.job, f"{ctx.scenario}-{ctx.method}-s{seed}", f"{ctx.scope_key[-8:]}-{trial_id}")
+    driver_logging = time.time() - started
+    _execute(ctx, TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir,
+                              report_to="tune" if in_tune and ctx.resources.num_workers == 0 else "train",
+                              launched_at=time.time()), f"{ctx.scenario}-{ctx.method}-s{seed}", trial_id, in_tune,
+             tracker)
+    final = read_final_metrics(out_dir)
+    if final:  # the whole trial as the driver saw it; "other" is what none of the worker's parts covers
+        total = time.time() - started
+        parts = sum(v for k, v in final.items() if k.startswith("time.")) + driver_logging
+        tracker.log_metrics(run_id, {"time.total": total, "time.driver_logging": driver_logging,
+                                     "time.other": max(0.0, total - parts)})
+    tracker.end(run_id, "FINISHED")
+    return final, run_id
+
+
+def _execute(ctx: SweepContext, config: TrialConfig, stage: str, trial_id: str, in_tune: bool, tracker: Tracker) -> None:
+    """The run itself: in this process (an in-process trial inside Tune) or as a TorchTrainer."""
     try:
-        if direct:
+        if config.report_to == "tune":  # Tune's own session: no Train run inside
             unlearn_worker(config.model_dump())
         else:
-            trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources, name, ctx.storage_path,
+            trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources,
+                                   train_run_name(ctx.job, stage, f"{ctx.scope_key[-8:]}-{trial_id}"), ctx.storage_path,
                                    callbacks=[TuneReportCallback()] if in_tune else None)
             fit_trainer(trainer, ctx.resources)
     except BaseException:
-        tracker.set_tags(run_id, {"camu.status": "failed"})
-        tracker.end(run_id, "FAILED")
+        tracker.set_tags(config.run_id, {"camu.status": "failed"})
+        tracker.end(config.run_id, "FAILED")
         raise
-    tracker.end(run_id, "FINISHED")
-    return read_final_metrics(out_dir), run_id
 
 
 def read_final_metrics(out_dir: str) -> dict[str, float]:
@@ -199,7 +212,11 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
             param_space=param_space(space),
             # concurrency is set on the search algorithm itself (Tune ignores max_concurrent_trials then)
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep, space, evaluated),
-                                        scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples),
+                                        scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples,
+                                        time_budget_s=sweep.time_budget_s,
+                                        # one trial-driver process serves trial after trial: no interpreter
+                                        # start and imports per trial (seconds, for trials of seconds)
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name=tune_name, storage_path=ctx.storage_path, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[TrialProgress(ctx, best_known)]),

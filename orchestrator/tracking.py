@@ -105,6 +105,17 @@ def _retry(fn: Callable[[], T], what: str) -> T:
 class Tracker:
     """A thin, retrying facade over ``MlflowClient`` with explicit run ids."""
 
+    _shared: dict[tuple[int, str], Tracker] = {}
+
+    @classmethod
+    def shared(cls, uri: str) -> Tracker:
+        """One tracker per (process, store): a client (and its database engine) is built once per process,
+        not once per trial."""
+        key = (os.getpid(), uri)
+        if key not in cls._shared:
+            cls._shared[key] = cls(uri)
+        return cls._shared[key]
+
     def __init__(self, uri: str) -> None:
         from mlflow.tracking import MlflowClient
 

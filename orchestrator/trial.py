@@ -56,6 +56,7 @@ class TrialConfig(Wire):
     run_id: str
     out_dir: str
     report_to: str = "train"  # "tune": run in the Tune trial's process and report to Tune (num_workers 0)
+    launched_at: float = 0.0  # wall-clock time the driver launched the run (the worker measures its start delay)
 
 
 class SweepContext(Wire):

@@ -7,9 +7,12 @@ number of times (it is a barrier).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
+import time
+from collections.abc import Iterator
 import os
 import shutil
 import tempfile
@@ -209,10 +212,31 @@ def run_trial_hook(cfg: TrialConfig) -> None:
     getattr(importlib.import_module(module), function)(cfg, argument)
 
 
+class Timings:
+    """Seconds per part of a trial, logged as ``time.*`` metrics of its run (where the time goes)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+
+    def metrics(self) -> dict[str, float]:
+        return {f"time.{k}": v for k, v in self.seconds.items()}
+
+
 def unlearn_worker(raw: dict[str, Any]) -> None:
     """One unlearning trial of any registered method: unlearn, report per-epoch metrics, then (rank 0)
-    evaluate against the oracle."""
+    evaluate against the oracle. Where the time went is logged as ``time.*`` metrics (worker start,
+    data load, unlearning, per-epoch reporting, final evaluation, MLflow logging)."""
     cfg = TrialConfig.model_validate(raw)
+    timings = Timings()
+    timings.seconds["worker_start"] = max(0.0, time.time() - cfg.launched_at) if cfg.launched_at else 0.0
     channel = Channel(via_tune=cfg.report_to == "tune")
     for module in cfg.worker.plugins:  # the job's own methods register themselves in this process too
         importlib.import_module(module)
@@ -220,26 +244,21 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     remove_stale_checkpoint_folders()
     wcfg = cfg.worker
     device = resolve_device("cpu" if wcfg.device == "cpu" else "auto") if channel.via_tune else _device(wcfg.model_dump())
-    data = load_data(wcfg.model_dump(), device)
-    split = load_split(wcfg.split_path)
-    forget, retain = forget_indices(split), retain_indices(split)
-    original = load_weights(new_model(wcfg.model_dump(), data, 0), wcfg.original_weights)
-    initial = load_weights(new_model(wcfg.model_dump(), data, 0), wcfg.initial_weights) if wcfg.initial_weights else None
+    with timings("data_load"):
+        data = load_data(wcfg.model_dump(), device)
+        split = load_split(wcfg.split_path)
+        forget, retain = forget_indices(split), retain_indices(split)
+        original = load_weights(new_model(wcfg.model_dump(), data, 0), wcfg.original_weights)
+        initial = (load_weights(new_model(wcfg.model_dump(), data, 0), wcfg.initial_weights)
+                   if wcfg.initial_weights else None)
     shard = Shard.current()
     params = scaled_params(cfg.method, cfg.params, wcfg.lr_scaling, shard.world_size)
-    tracker = Tracker(wcfg.tracking_uri) if shard.is_main else None
-    oracle, obj = wcfg.oracle_metrics, wcfg.objective
+    tracker = Tracker.shared(wcfg.tracking_uri) if shard.is_main else None
     if tracker is not None:
-        batch = params.get("batch_size")
-        tracker.log_params(cfg.run_id, {"data_parallel.world_size": shard.world_size,
-                                        "data_parallel.global_batch": batch,
-                                        "data_parallel.per_worker_batch": batch // shard.world_size if batch else None,
-                                        "data_parallel.lr_scaling": wcfg.lr_scaling,
-                                        "data_parallel.sync_batchnorm": wcfg.sync_batchnorm,
-                                        **{f"data_parallel.effective_{f}": params[f]
-                                           for f in METHODS.get(cfg.method).lr_fields if f in params}})
-
+        with timings("logging"):
+            tracker.log_params(cfg.run_id, _data_parallel_params(cfg.method, params, wcfg, shard))
     sets = evaluation_sets(forget, retain, len(data.test), wcfg.seed, wcfg.evaluation.selection_fraction)
+    oracle, obj = wcfg.oracle_metrics, wcfg.objective
     sel_oracle = {k[4:]: v for k, v in oracle.items() if k.startswith("sel_")} or oracle
 
     def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any], model: torch.nn.Module) -> None:
@@ -257,20 +276,38 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     ctx = UnlearnContext(original, data, forget, retain, device, seed=wcfg.seed, shard=shard, on_epoch=on_epoch,
                          resume_state=resume_state, initial=initial, sync_batchnorm=wcfg.sync_batchnorm)
     result = run_method(cfg.method, params, ctx)
-    final: dict[str, float] = {}
-    if shard.is_main:
-        final, samples, curve = assess(result.model, data, split, device, wcfg, result.members, oracle)
+    timings.seconds.update(unlearn=result.seconds, epoch_reports=result.report_seconds)
+    final = _final(cfg, tracker, result, data, split, device, timings) if shard.is_main else {}
+    channel.report({"epoch": result.epochs, "final": 1.0, **final}, None)
+
+
+def _data_parallel_params(method: str, params: dict[str, Any], wcfg: WorkerConfig, shard: Shard) -> dict[str, Any]:
+    batch = params.get("batch_size")
+    return {"data_parallel.world_size": shard.world_size, "data_parallel.global_batch": batch,
+            "data_parallel.per_worker_batch": batch // shard.world_size if batch else None,
+            "data_parallel.lr_scaling": wcfg.lr_scaling, "data_parallel.sync_batchnorm": wcfg.sync_batchnorm,
+            **{f"data_parallel.effective_{f}": params[f] for f in METHODS.get(method).lr_fields if f in params}}
+
+
+def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, split: Any, device: torch.device,
+           timings: Timings) -> dict[str, float]:
+    """Rank 0 after unlearning: the full evaluation against the oracle, weights, metrics and tables."""
+    wcfg = cfg.worker
+    with timings("evaluation"):
+        final, samples, curve = assess(result.model, data, split, device, wcfg, result.members, wcfg.oracle_metrics)
+    final["unlearn_seconds"] = result.seconds
+    final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
+    out = Path(cfg.out_dir)
+    save_weights(result.model, out / "weights.safetensors")
+    with timings("logging"):
         for step, fa in enumerate(curve):
             tracker.log_metrics(cfg.run_id, {"relearn_fa": fa}, step=step)
-        final["unlearn_seconds"] = result.seconds
-        final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
-        out = Path(cfg.out_dir)
-        save_weights(result.model, out / "weights.safetensors")
-        (out / "final.json").write_text(json.dumps({"final": 1.0, **final}))
-        tracker.log_metrics(cfg.run_id, final, step=result.epochs)
         tracker.log_artifact(cfg.run_id, out / "weights.safetensors", "model")
         tracker.log_parquet(cfg.run_id, samples, "eval/samples.parquet")
-    channel.report({"epoch": result.epochs, "final": 1.0, **final}, None)
+    final.update(timings.metrics())
+    (out / "final.json").write_text(json.dumps({"final": 1.0, **final}))
+    tracker.log_metrics(cfg.run_id, final, step=result.epochs)
+    return final
 
 
 # ----------------------------------------------------------------------------- evaluation tasks

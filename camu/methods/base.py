@@ -74,6 +74,7 @@ class UnlearnResult:
     history: dict[str, list[float]]
     epochs: int = 0
     members: torch.Tensor | None = None  # D_s, the remaining samples the run used (None: the default draw)
+    report_seconds: float = 0.0  # time spent in ``on_epoch`` (excluded from ``seconds``)
 
 
 class MethodError(ValueError):

@@ -104,8 +104,11 @@ def official_params(dataset: str, scenario_kind: str, family: str | None = None)
     """The official configuration for a dataset family (default: ``dataset``'s) and scenario (class
     removal vs the rest)."""
     kind = "class" if scenario_kind == "classes" else "random"
-    extra = {"forget_repeat": 10} if dataset == "cifar100" and kind == "class" else {}
-    return CamuParams(**OFFICIAL_SETTINGS[(family or dataset_family(dataset), kind)], **extra)
+    extra: dict[str, Any] = {"forget_repeat": 10} if dataset == "cifar100" and kind == "class" else {}
+    settings = dict(OFFICIAL_SETTINGS[(family or dataset_family(dataset), kind)])
+    if isinstance(settings["noise_scale"], list) and dataset in MNIST_FAMILY:  # one channel: the mean scale
+        settings["noise_scale"] = round(sum(settings["noise_scale"]) / len(settings["noise_scale"]), 4)
+    return CamuParams(**settings, **extra)
 
 
 class _Targets:

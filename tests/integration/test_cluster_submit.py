@@ -136,8 +136,10 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     assert len(jobs) == 1 and jobs[0].info.status == "FINISHED"
     assert "MLFLOW_TRACKING" not in str(jobs[0].data.params)  # no credentials or env in params
     trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'")
-    assert sorted((t.data.tags["camu.method"], t.data.tags["camu.trial_id"] == "preset") for t in trials) == [
-        ("camu", False), ("camu", True), ("finetune", False), ("finetune", True)]
+    assert sorted((t.data.tags["camu.method"], t.data.tags["camu.trial_id"]) for t in trials
+                  if t.data.tags["camu.trial_id"].startswith("preset")) == [
+        ("camu", "preset"), ("camu", "preset-official-cifar"), ("finetune", "preset")]
+    assert len(trials) == 5  # and one sweep trial each
     assert all(t.info.status == "FINISHED" for t in trials)
     arts = {a.path for a in client.list_artifacts(jobs[0].info.run_id, "eval")}
     assert "eval/summary.parquet" in arts  # uploaded through the server's artifact proxy

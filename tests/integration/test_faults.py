@@ -105,7 +105,7 @@ def test_killed_train_worker_restarts_from_checkpoint(tmp_path):
     off = runs["half/camu/seed0/preset"]
     assert off.info.status == "FINISHED"
     assert int(off.data.tags["camu.restored_from_epoch"]) >= 0  # continued from a checkpoint, not from scratch
-    assert len(runs) == 2  # preset + 1 sweep trial: the restart did not duplicate runs
+    assert len(runs) == 3  # 2 presets + 1 sweep trial: the restart did not duplicate runs
     history = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(off.info.run_id, "loss_rep")
     assert max(m.step for m in history) == 11
 
@@ -115,7 +115,7 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
         done_trials = lambda: [r for r in _trial_runs(tmp_path)
-                               if r.data.tags.get("camu.trial_id") not in (None, "preset")
+                               if not r.data.tags.get("camu.trial_id", "preset").startswith("preset")
                                and r.info.status == "FINISHED"]
         _wait_for(lambda: _store_ready(proc) and len(done_trials()) >= 1, 400, "a finished sweep trial", proc)
         time.sleep(2)
@@ -139,11 +139,11 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
     trials = _trial_runs(tmp_path)
     names = [r.info.run_name for r in trials]
-    assert len(names) == len(set(names)) == 4  # preset + 3 trials, none duplicated
+    assert len(names) == len(set(names)) == 5  # 2 presets + 3 trials, none duplicated
     assert finished_before <= set(names)
     local = client.download_artifacts(jobs[0].info.run_id, "eval/summary.parquet", str(tmp_path))
     rows = pq.read_table(local).to_pylist()
-    assert sorted(r["method"] for r in rows) == ["camu", "camu", "camu", "camu", "oracle", "original"]
+    assert sorted(r["method"] for r in rows) == ["camu"] * 5 + ["oracle", "original"]
     assert all(r["status"] == "finished" for r in rows)
 
 
@@ -154,7 +154,7 @@ def test_sigterm_marks_open_runs_killed_and_exits_cleanly(tmp_path):
     proc = _start(["submit", "job.yaml"], tmp_path)
     try:
         running_trial = lambda: [r for r in _trial_runs(tmp_path)
-                                 if r.data.tags.get("camu.trial_id") not in (None, "preset")
+                                 if not r.data.tags.get("camu.trial_id", "preset").startswith("preset")
                                  and r.info.status == "RUNNING"]
         _wait_for(lambda: _store_ready(proc) and running_trial(), 400, "a running sweep trial", proc)
         time.sleep(1)
@@ -239,6 +239,6 @@ def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
         everything = client.search_runs([exp.experiment_id], "")
         assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
         names = [r.info.run_name for r in everything if r.data.tags.get("camu.role") == "trial"]
-        assert len(names) == len(set(names)) == 3
+        assert len(names) == len(set(names)) == 4  # 2 presets + 2 trials
     finally:
         os.killpg(server.pid, signal.SIGKILL)

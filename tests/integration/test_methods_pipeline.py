@@ -104,6 +104,8 @@ def test_mlflow_record_names_the_method(job):
     names = {t.info.run_name for t in trials}
     assert {"class3/throwaway/seed0/preset", "class3/throwaway/seed1/preset", "class3/finetune/seed1/preset"} <= names
     assert all(t.data.tags["camu.method"] in ("throwaway", "finetune") for t in trials)
+    for t in trials:  # where each trial's time went, on every trial run
+        assert {"time.total", "time.other", "time.unlearn", "time.evaluation", "time.logging"} <= set(t.data.metrics)
     best = [t for t in trials if t.data.tags.get("camu.is_best") == "true"]
     assert sorted(t.data.tags["camu.method"] for t in best) == ["finetune", "finetune", "throwaway", "throwaway"]
     for method in ("throwaway", "finetune"):

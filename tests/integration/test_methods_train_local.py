@@ -55,6 +55,9 @@ def test_one_epoch_in_train_local_mode(name, shared):
     final = json.loads((tmp / name / "final.json").read_text())
     assert {"ra", "fa", "ta", "mia_official", "avg_gap", "objective", "unlearn_seconds"} <= set(final)
     assert 0 <= final["ra"] <= 100 and final["unlearn_seconds"] > 0
+    parts = {f"time.{p}" for p in ("worker_start", "data_load", "unlearn", "epoch_reports", "evaluation", "logging")}
+    assert parts <= set(final) and final["time.unlearn"] == final["unlearn_seconds"]
+    assert all(final[p] >= 0 for p in parts)
     history = tracker.client.get_metric_history(run_id, "epoch_fa")
     assert [m.step for m in history] == [0]  # the one epoch was reported
     assert tracker.client.get_run(run_id).data.params["data_parallel.world_size"] == "1"

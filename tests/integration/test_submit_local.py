@@ -81,10 +81,11 @@ def test_mlflow_run_tree(submitted):
     assert [c.data.tags["camu.scenario"] for c in children] == ["class3"]
     child = children[0]
     trials = _runs(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{child.info.run_id}'")
-    assert sorted(t.data.tags["camu.trial_id"] == "preset" for t in trials) == [False, False, True]
-    assert {t.data.tags["camu.method"] for t in trials} == {"camu"}  # no duplicate run for the retried trial
+    ids = sorted(t.data.tags["camu.trial_id"] for t in trials if t.data.tags["camu.trial_id"].startswith("preset"))
+    assert ids == ["preset", "preset-official-cifar"]  # the search starts from both families' presets
+    assert len(trials) == 4 and {t.data.tags["camu.method"] for t in trials} == {"camu"}  # the retry: no new run
     statuses = sorted(t.info.status for t in trials)
-    assert statuses == ["FAILED", "FINISHED", "FINISHED"]
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
     for t in trials:
         assert t.info.run_name.startswith("class3/camu/seed0/")
         assert t.data.tags["camu.seed"] == "0" and t.data.tags["camu.scenario"] == "class3"
@@ -108,7 +109,7 @@ def test_mlflow_run_tree(submitted):
     assert "job.yaml" in parent_arts
     assert {a.path for a in client.list_artifacts(child.info.run_id, "splits")} == {"splits/class3-seed0.parquet"}
     local = client.download_artifacts(child.info.run_id, "eval/summary.parquet", str(submitted["work"]))
-    assert pq.read_table(local).num_rows == 5  # original, oracle, preset, 2 sweep trials
+    assert pq.read_table(local).num_rows == 6  # original, oracle, 2 presets, 2 sweep trials
 
 
 def test_registered_best_model(submitted):
@@ -128,13 +129,13 @@ def test_registered_best_model(submitted):
 def test_results_table(submitted):
     assert submitted["table"].exit_code == 0, submitted["table"].output
     rows = json.loads(submitted["table"].stdout)
-    # newest job: the preset and one sweep trial
-    assert sorted((r["method"], r["trial_id"] == "preset") for r in rows) == [
-        ("camu", False), ("camu", True), ("oracle", False), ("original", False)]
+    # newest job: the two presets and one sweep trial
+    assert sorted((r["method"], r["trial_id"].startswith("preset")) for r in rows) == [
+        ("camu", False), ("camu", True), ("camu", True), ("oracle", False), ("original", False)]
     expected = {"scenario", "method", "trial_id", "seed", "is_best", "ra", "fa", "ta", "ta_retained", "ta_forgotten",
                 "mia_official", "mia_auc", "avg_gap", "unlearn_seconds", "rte"}
     assert expected <= set(rows[0])
-    by = {(r["method"], r["trial_id"] == "preset"): r for r in rows}
+    by = {(r["method"], r["trial_id"] == "preset"): r for r in rows if r["trial_id"] != "preset-official-cifar"}
     assert by[("oracle", False)]["fa"] == 0 and by[("oracle", False)]["avg_gap"] == 0
     assert by[("original", False)]["fa"] > 90
     chosen = [r for r in rows if r["is_best"]]
@@ -143,7 +144,7 @@ def test_results_table(submitted):
     assert 0 <= chosen[0]["mia_auc"] <= 1 and 0 <= chosen[0]["ra"] <= 100
     assert by[("camu", True)]["fa"] < 20  # the official configuration forgets the class
     assert submitted["parquet"].exit_code == 0
-    assert pq.read_table(submitted["work"] / "s.parquet").num_rows == 4
+    assert pq.read_table(submitted["work"] / "s.parquet").num_rows == 5
 
 
 def test_first_job_recorded_the_failed_trial(submitted):
@@ -152,6 +153,6 @@ def test_first_job_recorded_the_failed_trial(submitted):
     parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
     local = client.download_artifacts(parent.info.run_id, "eval/summary.parquet", str(submitted["work"]))
     rows = pq.read_table(local).to_pylist()
-    sweep = [r for r in rows if r["method"] == "camu" and r["trial_id"] != "preset"]
+    sweep = [r for r in rows if r["method"] == "camu" and not r["trial_id"].startswith("preset")]
     assert sorted(r["status"] for r in sweep) == ["failed", "finished"]
     assert not any(r["is_best"] for r in rows if r["status"] == "failed")

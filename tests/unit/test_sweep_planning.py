@@ -1,0 +1,56 @@
+"""The sweep's plumbing without running trials: the search starts from the presets, spaces become Tune
+domains, ASHA reads per-epoch reports, GPU packing places N single-worker trials per GPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.spec import ResourcesSpec, SweepSpec
+from orchestrator.sweep import in_space, param_space, scheduler, search_algorithm
+
+SPACE = {"lr_out": {"loguniform": [1.0e-5, 1.0e-2]}, "epochs": {"randint": [1, 5]},
+         "label_policy": {"choice": ["partner", "soft"]}}
+PRESET = {"lr_out": 1e-3, "epochs": 2, "label_policy": "partner", "w_rep_keep": 0.5}
+
+
+def test_optuna_is_told_the_presets_first():
+    """The presets' results reach the study before any new trial: the search starts from what is known."""
+    other = {**PRESET, "lr_out": 5e-5, "epochs": 3}
+    alg = search_algorithm(SweepSpec(search="optuna"), SPACE, [(PRESET, 1.5), (other, 0.7), ({**PRESET, "epochs": 9}, 0.1)])
+    alg.set_search_properties("objective", "min", param_space(SPACE))
+    study = alg.searcher._ot_study
+    done = [t for t in study.trials if t.value is not None]
+    assert [t.params for t in done] == [{k: PRESET[k] for k in SPACE}, {k: other[k] for k in SPACE}]
+    assert [t.value for t in done] == [1.5, 0.7]  # a point outside the space (epochs 9) is left out
+    assert study.best_value == 0.7
+
+
+def test_points_in_the_space():
+    assert in_space(PRESET, SPACE)
+    assert not in_space({**PRESET, "lr_out": 0.5}, SPACE)
+    assert not in_space({**PRESET, "label_policy": "uniform_other"}, SPACE)
+    assert not in_space({**PRESET, "epochs": [1]}, SPACE)
+
+
+def test_domains_and_asha():
+    domains = param_space(SPACE)
+    assert domains["epochs"].lower == 1 and domains["epochs"].upper == 6  # randint bounds are inclusive
+    assert math.isclose(domains["lr_out"].lower, 1e-5)
+    asha = scheduler(SweepSpec(scheduler="asha", grace_period=2, reduction_factor=3), max_epochs=8)
+    assert asha._max_t == 9 and asha._reduction_factor == 3  # every epoch reports, plus the final evaluation
+    assert scheduler(SweepSpec(), 8) is None
+
+
+def test_gpu_packing_places_n_trials_per_gpu():
+    packed = ResourcesSpec(num_workers=1, cpus_per_worker=2, trials_per_gpu=4)
+    assert packed.gpus_per_worker == 0.25
+    assert packed.concurrent_runs(cluster_cpus=16, cluster_gpus=1) == 4
+    assert packed.concurrent_runs(cluster_cpus=16, cluster_gpus=2) == 8
+    assert packed.concurrent_runs(cluster_cpus=4, cluster_gpus=2) == 2  # CPUs bound it here
+    from orchestrator.launch import scaling_config
+
+    assert scaling_config(packed).resources_per_worker == {"CPU": 2, "GPU": 0.25}
+    with pytest.raises(ValueError, match="trials_per_gpu"):
+        ResourcesSpec(num_workers=2, trials_per_gpu=2)
