@@ -156,6 +156,21 @@ SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="override a job value, e.g. --set dataset.root=/data/mnist (repeatable)")]
 AddressOption = Annotated[str | None, typer.Option(help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")]
 TrackingOption = Annotated[str | None, typer.Option(help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")]
+UiUrlOption = Annotated[str | None, typer.Option(
+    "--ui-url", help="where the MLflow UI is served, for the links printed and written (default: the tracking "
+                     "server's address, else http://127.0.0.1:5000; env CAMU_ORCH_UI_URL)")]
+
+
+def _use_ui_url(ui_url: str | None) -> None:
+    """Check ``--ui-url`` and hand it to everything that writes links (the job, its remote submission)."""
+    from orchestrator.links import UI_URL_ENV, ui_url_problem
+
+    if ui_url is None:
+        return
+    problem = ui_url_problem(ui_url)
+    if problem:
+        _fail(f"--ui-url: {problem}")
+    os.environ[UI_URL_ENV] = ui_url.rstrip("/")
 
 
 @app.command()
@@ -189,6 +204,7 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
            wait: Annotated[bool, typer.Option("--wait", help="with --address: follow the logs until the job ends")] = False,
            no_check: Annotated[bool, typer.Option("--no-check", help="with --address: skip the preflight job that "
                                                                       "checks the cluster can run camu-orch")] = False,
+           ui_url: UiUrlOption = None,
            ) -> None:
     """Run a job: original, oracle, CaMU sweep per scenario, all tracked in MLflow.
 
@@ -199,6 +215,7 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
     """
     from orchestrator.remote import resolve_address
 
+    _use_ui_url(ui_url)
     address = resolve_address(address)
     if address is None:
         _run(job, None, overrides)
@@ -293,11 +310,13 @@ def list_jobs(address: AddressOption = None) -> None:
 
 
 @app.command()
-def run(job: Annotated[Path, typer.Argument(help="job YAML")], overrides: SetOption = None) -> None:
+def run(job: Annotated[Path, typer.Argument(help="job YAML")], overrides: SetOption = None,
+        ui_url: UiUrlOption = None) -> None:
     """Run a job in this process against the current Ray cluster (the entrypoint of a Ray job).
 
     Example: camu-orch run jobs/quickstart.yaml
     """
+    _use_ui_url(ui_url)
     _run(job, os.environ.get("RAY_ADDRESS"), overrides)
 
 
@@ -327,29 +346,40 @@ def _execute(job: Callable[[], object]) -> None:
 def _print_outcome(outcome, start: float) -> None:
     import time
 
-    from orchestrator.results import render_text
-    from orchestrator.secrets import redact
+    from orchestrator.links import links_for, serve_hint
+    from orchestrator.results import by_method, render_by_method
 
-    console.print(render_text(outcome.summary), markup=False)
-    uri = redact(outcome.tracking_uri)
+    console.print(render_by_method(by_method(outcome.summary)), markup=False)
+    links = links_for(outcome.tracking_uri, outcome.experiment_id)
     console.print(f"\ndone in {time.perf_counter() - start:.1f}s", markup=False)
     console.print(f"MLflow experiment: {outcome.experiment_name} (id {outcome.experiment_id})", markup=False)
     console.print(f"parent run id:     {outcome.parent_run_id}", markup=False)
     for scenario, model_uri in outcome.registered.items():
         console.print(f"best model ({scenario}): {model_uri}", markup=False)
-    ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
-    console.print(f"open the UI:       {ui}   then experiment '{outcome.experiment_name}'", markup=False)
-    console.print(f"results:           camu-orch results {outcome.parent_run_id}", markup=False)
+    if outcome.report_path:
+        console.print(f"report:            {outcome.report_path}", markup=False)
+    elif outcome.report_error:
+        err_console.print(f"warning: the report could not be built ({outcome.report_error}); "
+                          f"build it with: camu-orch report {outcome.parent_run_id}", style="yellow", markup=False)
+    hint = serve_hint(outcome.tracking_uri)
+    if hint:
+        console.print(f"start the UI:      {hint}", markup=False)
+    console.print(f"runs in the UI:    {links.job_runs(outcome.job)}", markup=False)
+    console.print(f"best trials:       {links.best_trials(outcome.job)}", markup=False)
+    if outcome.report_url:
+        console.print(f"report in the UI:  {outcome.report_url}", markup=False)
+    console.print(f"all trials:        camu-orch results {outcome.parent_run_id}", markup=False)
 
 
 @app.command()
 def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or parent run id")],
-           tracking_uri: TrackingOption = None) -> None:
+           tracking_uri: TrackingOption = None, ui_url: UiUrlOption = None) -> None:
     """Continue an interrupted job: finished stages and trials are not redone, unfinished trials continue
     from their last checkpoint, and the MLflow run tree is continued, not duplicated.
 
     Example: camu-orch resume quickstart
     """
+    _use_ui_url(ui_url)
 
     def start():
         from orchestrator.pipeline import resume_job
@@ -366,26 +396,66 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
             tracking_uri: TrackingOption = None,
             by: Annotated[By | None, typer.Option("--by", help="method: one row per (scenario, method), "
                                                                   "mean +- std over seeds")] = None,
+            ui_url: UiUrlOption = None,
             ) -> None:
     """Print a job's summary: one row per (scenario, method, trial, seed), or with --by method one row
     per (scenario, method): its chosen configuration (and its preset) as mean +- std over the seeds.
 
     Example: camu-orch results quickstart --by method
     """
+    from orchestrator.links import links_for
     from orchestrator.results import by_method, load_summary, render_by_method, write_table
     from orchestrator.tracking import open_store
 
+    _use_ui_url(ui_url)
     if output is not None and not output.parent.is_dir():
         _fail(f"--output: folder {output.parent} does not exist; create it or write elsewhere")
     if format == Format.parquet and output is None:
         _fail("--format parquet: give -o FILE (Parquet is binary)")
-    _, table = load_summary(open_store(tracking_uri), ident)
+    tracker = open_store(tracking_uri)
+    run, table = load_summary(tracker, ident)
     render = None
     if by == By.method:
         table, render = by_method(table), render_by_method
     text = write_table(table, format.value, str(output) if output else None, render)
     if text is not None:
         sys.stdout.write(text + "\n")
+    if format == Format.table and output is None:  # machine-readable output stays clean
+        links = links_for(tracker.uri, run.info.experiment_id)
+        job = run.data.tags.get("camu.job", ident)
+        sys.stdout.write(f"\nbest trials in the MLflow UI: {links.best_trials(job)}\n")
+
+
+@app.command()
+def report(ident: Annotated[str, typer.Argument(help="job name (newest run) or parent run id")],
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write "
+                                                                            "(default: JOB-report.html)")] = None,
+           tracking_uri: TrackingOption = None,
+           ui_url: UiUrlOption = None,
+           no_log: Annotated[bool, typer.Option("--no-log", help="only write the file; do not log it to the "
+                                                                 "job's parent run")] = False,
+           ) -> None:
+    """Write a job's comparison report: one self-contained HTML page (tables per scenario, the forgetting /
+    utility trade-off, cost vs quality, per-epoch and relearning curves, membership-score distributions,
+    sweep importance), also logged to the job's parent run under report/ with PNG and SVG figures.
+
+    Example: camu-orch report mnist_compare -o report.html
+    """
+    from orchestrator.report import build_report
+    from orchestrator.results import JOB_NAME
+    from orchestrator.tracking import open_store
+
+    _use_ui_url(ui_url)
+    if output is not None and not output.parent.resolve().is_dir():
+        _fail(f"--output: folder {output.parent} does not exist; create it or write elsewhere")
+    if output is not None and output.suffix.lower() not in (".html", ".htm"):
+        _fail(f"--output: {output.name} is not an .html file; name it e.g. report.html")
+    if output is None and not JOB_NAME.fullmatch(ident) and len(ident) != 32:
+        _fail(f"{ident[:80]!r} is neither a job name nor a run id; give one, or -o FILE")
+    outcome = build_report(open_store(tracking_uri), ident, output or Path(f"{ident}-report.html"), log=not no_log)
+    console.print(f"report: {outcome.path} ({len(outcome.figures)} figures, {outcome.seconds:.1f}s)", markup=False)
+    if outcome.artifact_url:
+        console.print(f"in the MLflow UI: {outcome.artifact_url}", markup=False)
 
 
 def main() -> None:

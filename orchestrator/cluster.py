@@ -3,6 +3,7 @@ cluster and that storage is shared where the cluster has several nodes, before a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -25,8 +26,8 @@ def ensure_ray(spec: JobSpec, address: str | None = None) -> None:
         reinstall_after_ray_init()
         return
     need = spec.resources.cpus_per_worker * max(spec.resources.num_workers, 1) * spec.sweep.max_concurrent_trials + 1
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
-             num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need)), num_gpus=torch.cuda.device_count(),
+             include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     reinstall_after_ray_init()
     logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
     say(f"    local Ray started ({ray.cluster_resources().get('CPU', 0):g} CPUs); worker logs: {logs}")

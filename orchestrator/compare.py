@@ -21,7 +21,7 @@ from camu.methods import METHODS
 from orchestrator import results
 from orchestrator.methods import PRESET_TRIAL, base_params, other_presets, preset_name, search_space
 from orchestrator.naming import content_hash
-from orchestrator.progress import say, stage
+from orchestrator.progress import PROGRESS, say, stage
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import MethodSpec, ScenarioSpec
 from orchestrator.stages import JobRun, References
@@ -85,6 +85,7 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
 def _run(ctx: SweepContext, params: dict[str, Any], trial_id: str, scenario: str, method: str,
          rows: list[dict[str, Any]]) -> float:
     """One run outside the sweep (a preset, a replicate): its row, and its objective."""
+    PROGRESS.start_task(f"{method} {trial_id} on seed {ctx.seed}", params.get("epochs"))
     metrics, run_id = run_trial(ctx, params, trial_id, in_tune=False)
     rows.append(results.trial_row(scenario, method, ctx.seed, trial_id, metrics, run_id, params))
     return metrics.get(OBJECTIVE, math.nan)

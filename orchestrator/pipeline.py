@@ -11,8 +11,10 @@ KILLED).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from orchestrator.cluster import check_cluster_resources, check_storage, ensure_
 from orchestrator.compare import compare_method
 from orchestrator.naming import content_hash
 from orchestrator.placement import PlacementGroupReaper
-from orchestrator.progress import say, stage
+from orchestrator.progress import PROGRESS, quiet_libraries, say, stage
 from orchestrator.secrets import redact_data
 from orchestrator.spec import JobSpec, JobSpecError
 from orchestrator.stages import JobRun, data_config, load_original, references, train_stage
@@ -48,6 +50,10 @@ class JobOutcome:
     tracking_uri: str
     summary: pa.Table
     registered: dict[str, str] = field(default_factory=dict)
+    job: str = ""
+    report_path: Path | None = None   # the comparison report (also logged to the parent run)
+    report_url: str | None = None     # ... as the MLflow UI shows it
+    report_error: str | None = None   # why there is no report (the job itself succeeded)
 
 
 def _scenario(ctx: JobRun, index: int, original: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -148,6 +154,7 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
             workdir: str | Path | None = None) -> JobOutcome:
     """Run a validated job end to end and return where its record lives."""
     spec = checked.spec
+    quiet_libraries()
     workdir = Path(workdir or os.getcwd()).resolve()
     tracker = _tracker_for(spec, workdir)
     ensure_ray(spec, address)
@@ -167,7 +174,7 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
     ctx = JobRun(spec, checked, tracker, tracker.uri, experiment_id, exp_name, parent, storage, cache_dir, job_dir,
                  [parent], os.environ.get(TRIAL_HOOK_ENV))
     registered: dict[str, str] = {}
-    with closing_runs(tracker, ctx.runs), PlacementGroupReaper():
+    with closing_runs(tracker, ctx.runs), PlacementGroupReaper(), _live():
         job_dir.mkdir(parents=True, exist_ok=True)
         tracker.log_params(parent, flatten(redact_data(spec.model_dump(mode="json"))))
         tracker.log_text(parent, yaml.safe_dump(redact_data(checked.raw), sort_keys=False), "job.yaml")
@@ -185,4 +192,30 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
         tracker.log_parquet(parent, summary, "eval/summary.parquet")
         for key, model_uri in registered.items():
             tracker.set_tags(parent, {f"camu.registered.{key}": model_uri})
-    return JobOutcome(experiment_id, exp_name, parent, tracker.uri, summary, registered)
+    outcome = JobOutcome(experiment_id, exp_name, parent, tracker.uri, summary, registered, spec.name)
+    _report(tracker, outcome, job_dir / "report.html")
+    return outcome
+
+
+@contextlib.contextmanager
+def _live() -> Iterator[None]:
+    """The live progress line for the job's stages (stopped before the summary prints)."""
+    PROGRESS.begin()
+    try:
+        yield
+    finally:
+        PROGRESS.end()
+
+
+def _report(tracker: Tracker, outcome: JobOutcome, path: Path) -> None:
+    """The comparison report of the finished job, written beside its trials and logged to the parent
+    run. The record is complete without it, so a failure here is a warning, not a failed job."""
+    from orchestrator.report import build_report
+
+    say("building the comparison report")
+    try:
+        built = build_report(tracker, outcome.parent_run_id, path)
+    except Exception as err:  # noqa: BLE001 - reported to the user with the command that retries it
+        outcome.report_error = f"{type(err).__name__}: {str(err)[:300]}"
+        return
+    outcome.report_path, outcome.report_url = built.path, built.artifact_url

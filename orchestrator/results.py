@@ -167,7 +167,8 @@ def _fmt(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- one row per method
 BY_METHOD_METRICS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_efficacy", "mia_auc",
-                     "lira_auc", "lira_tpr_at_1pct_fpr", "relearn_epochs", "avg_gap", "unlearn_seconds", "rte"]
+                     "lira_auc", "lira_tpr_at_1pct_fpr", "relearn_epochs", "avg_gap", "unlearn_seconds", "rte",
+                     "objective"]  # the selection part's score the choice read
 
 
 def by_method(table: pa.Table) -> pa.Table:

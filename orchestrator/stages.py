@@ -21,7 +21,7 @@ from orchestrator.cache import entry, model_key
 from orchestrator.launch import fit_trainer, make_trainer
 from orchestrator.naming import content_hash, train_run_name
 from orchestrator.original import load_original_weights
-from orchestrator.progress import say, stage
+from orchestrator.progress import PROGRESS, say, stage
 from orchestrator.secrets import redact
 from orchestrator import results
 from orchestrator.selection import score
@@ -109,6 +109,7 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
                                 "resources": spec.resources.model_dump()})
     config = {**base, "recipe": recipe, "split_path": split_path, "tracking_uri": ctx.uri, "run_id": run_id,
               "out_dir": str(cached.folder), "sync_batchnorm": spec.resources.sync_batchnorm}
+    PROGRESS.start_task(f"training {label}", recipe.get("epochs"))
     if explicit:
         np.save(cached.folder / "indices.npy", indices.numpy().astype(np.int64))
         config["indices_path"] = str(cached.folder / "indices.npy")

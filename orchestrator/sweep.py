@@ -18,7 +18,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.launch import fit_trainer, make_trainer
 from orchestrator.naming import train_run_name, trial_key, trial_run_name
-from orchestrator.progress import say
+from orchestrator.progress import PROGRESS, say
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import Tracker
@@ -153,9 +153,10 @@ class TrialProgress(tune.Callback):
     """Reports trials done / running / stopped / failed and the best objective so far; closes the MLflow
     runs of trials that Tune stopped early (their driver process is gone before it could)."""
 
-    def __init__(self, ctx: SweepContext, best: float = float("inf")) -> None:
+    def __init__(self, ctx: SweepContext, best: float = float("inf"), total: int = 0) -> None:
         self.ctx = ctx
         self.best = best
+        self.total = total
         self._tracker: Tracker | None = None
 
     @property
@@ -187,19 +188,21 @@ class TrialProgress(tune.Callback):
                 self.tracker.set_tags(run_id, {"camu.stopped_early": "true"})
             self.tracker.end(run_id, status)
 
-    def _status(self, trials: list) -> None:
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._status(trials, quiet=True)
+
+    def _status(self, trials: list, quiet: bool = False) -> None:
         stopped = sum(t.status == "TERMINATED" and not (t.last_result or {}).get("final") for t in trials)
         done = sum(t.status == "TERMINATED" for t in trials) - stopped
         failed = sum(t.status == "ERROR" for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
-        best = f"{self.best:.2f}" if self.best < float("inf") else "-"
-        say(f"    {self.ctx.method} trials: {done} done, {running} running, {stopped} stopped, {failed} failed; "
-            f"best objective so far {best}")
+        PROGRESS.sweep(done, running, stopped, failed, max(self.total, len(trials)), self.best, quiet=quiet)
 
 
 def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_epochs: int, tune_name: str,
               evaluated: list[tuple[dict[str, Any], float]]) -> tune.ResultGrid:
     """[5] One Tuner per (scenario, method, seed); resumes an interrupted sweep at the same path."""
+    PROGRESS.start_task(f"{ctx.method} sweep on seed {ctx.seed}")
     trainable = tune.with_resources(tune.with_parameters(trial_driver, context=ctx.model_dump()), {"CPU": 0.01})
     path = f"{ctx.storage_path}/{tune_name}"
     if tune.Tuner.can_restore(path):
@@ -219,6 +222,6 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
                                         reuse_actors=True),
             run_config=tune.RunConfig(name=tune_name, storage_path=ctx.storage_path, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                      callbacks=[TrialProgress(ctx, best_known)]),
+                                      callbacks=[TrialProgress(ctx, best_known, sweep.num_samples)]),
         )
     return tuner.fit()

@@ -200,6 +200,10 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log artifact")
 
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str) -> None:
+        """Every file in ``folder`` under ``artifact_path``."""
+        _retry(lambda: self.client.log_artifacts(run_id, str(folder), artifact_path), "log artifacts")
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         _retry(lambda: self.client.log_text(run_id, text, artifact_file), "log text")
 
@@ -254,6 +258,15 @@ class Tracker:
                 found.append(name)
         weights = [f for f in found if f.lower().endswith(WEIGHT_SUFFIXES) and not f.endswith("data/model.pth")]
         return sorted(weights, key=lambda f: (not f.endswith(".safetensors"), f))
+
+    def run(self, run_id: str) -> Any:
+        return _retry(lambda: self.client.get_run(run_id), "get run")
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of every logged value of ``key``, by step (the last value logged at a step wins)."""
+        history = _retry(lambda: self.client.get_metric_history(run_id, key), "metric history")
+        by_step = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+        return sorted(by_step.items())
 
     def list_child_runs(self, experiment_id: str, parent: str) -> list[Any]:
         return _retry(lambda: self.client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'",

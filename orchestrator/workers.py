@@ -35,6 +35,7 @@ from camu.training import TrainRecipe, train_classifier
 from camu.weights import load_weights, read_checkpoint_state, save_weights
 from camu.privacy import LiraFit, logit_confidence, per_example_privacy
 from camu.relearn import relearn
+from orchestrator.progress import PROGRESS
 from orchestrator.selection import OBJECTIVE, objective, score
 from orchestrator.tracking import Tracker
 from orchestrator.trial import TrialConfig, WorkerConfig
@@ -87,6 +88,8 @@ class Channel:
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune). The
         checkpoint is written to a temporary folder that is gone once ``report`` has copied it away."""
+        if "epoch" in metrics and "final" not in metrics:
+            PROGRESS.epoch(int(metrics["epoch"]) + 1)  # shown live when this is the driver (Train local mode)
         if state is None or self.rank() != 0:
             self.api.report(metrics)
             return

@@ -50,11 +50,12 @@ def job(ray_cluster, tmp_path_factory):
         rows = runner.invoke(app, ["results", "two", "--format", "json"])
         by = runner.invoke(app, ["results", "two", "--by", "method", "--format", "json"])
         text = runner.invoke(app, ["results", "two", "--by", "method"])
+        report = runner.invoke(app, ["report", "two", "-o", str(work / "two.html")])
     finally:
         os.chdir(old)
     from mlflow.tracking import MlflowClient
 
-    return {"submitted": submitted, "rows": rows, "by": by, "text": text,
+    return {"submitted": submitted, "rows": rows, "by": by, "text": text, "report": report, "work": work,
             "client": MlflowClient(f"sqlite:///{work / 'mlflow.db'}")}
 
 
@@ -114,3 +115,26 @@ def test_mlflow_record_names_the_method(job):
         history = client.get_metric_history(
             next(t for t in trials if t.info.run_name == f"class3/{method}/seed0/preset").info.run_id, "epoch_fa")
         assert len(history) == (2 if method == "throwaway" else 1)  # one report per epoch
+
+
+def test_report_of_the_real_job_matches_results_by_method(job):
+    """`camu-orch report` on the finished job: its table is `results --by method`, every figure drawn."""
+    from tests.unit.test_report import _Page
+
+    assert job["report"].exit_code == 0, job["report"].output
+    assert "report: " in job["report"].output and "figures" in job["report"].output
+    page = _Page()
+    page.feed((job["work"] / "two.html").read_text())
+    by = json.loads(job["by"].stdout)
+    table = next(t for t in page.tables if t and t[0][:3] == ["method", "configuration", "trial"])
+    assert [(r[0], r[1], r[2]) for r in table[1:]] == [
+        ("oracle (retrain)" if r["method"] == "oracle" else r["method"], r["config"], r["trial_id"]) for r in by]
+    header = table[0]
+    fa = next(i for i, h in enumerate(header) if h.startswith("FA "))
+    for cells, row in zip(table[1:], by):
+        mean = row["fa"]
+        assert cells[fa].startswith(f"{mean:.3f}" if abs(mean) < 1 else f"{mean:.2f}"), (cells, row)
+    # trade-off, frontier, per-epoch curves, membership scores and the finetune sweep (preset + 2 trials)
+    assert len(page.images) >= 5
+    text = (job["work"] / "two.html").read_text()
+    assert "Sweep: finetune" in text

@@ -156,3 +156,43 @@ def test_first_job_recorded_the_failed_trial(submitted):
     sweep = [r for r in rows if r["method"] == "camu" and not r["trial_id"].startswith("preset")]
     assert sorted(r["status"] for r in sweep) == ["failed", "finished"]
     assert not any(r["is_best"] for r in rows if r["status"] == "failed")
+
+
+def test_submit_ends_with_a_report_that_says_a_trial_failed(submitted):
+    """The first job had a failed trial: its report still exists, is logged with its figures, and says so."""
+    import re
+
+    first = submitted["first"].output
+    found = re.search(r"report:\s+(\S+report\.html)", first)
+    assert found, first[-2000:]
+    html = open(found.group(1), encoding="utf-8").read()
+    assert "1 trial(s) of this scenario did not finish" in html
+    assert html.count("data:image/png;base64,") >= 4  # trade-off, frontier, per-epoch, membership
+    client = submitted["client"]
+    exp = client.get_experiment_by_name("tiny-exp")
+    parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "report/figures")}
+    assert "report/report.html" in logged
+    for name in ("tradeoff", "frontier", "epochs", "membership"):
+        assert {f"report/figures/class3-{name}.png", f"report/figures/class3-{name}.svg"} <= figures
+    # the parent run's description links the report, the runs table in model-training mode, the best trials
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}/artifacts/report/report.html" in note
+    assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&searchFilter=" in note
+    # and submit printed the same links
+    assert "http://127.0.0.1:5000/#/experiments/" in first and "workflowType=machine_learning" in first
+
+
+def test_console_shows_camu_orch_not_ray_internals(submitted):
+    import logging
+
+    out = submitted["first"].output
+    for noise in ("Configuration for experiment", "TensorBoard", "View detailed results here",
+                  "max_concurrent_trials"):  # what Tune prints
+        assert noise not in out, noise
+    assert "[4/5]" in out and "trials: " in out
+    # Train local mode's "Reported metrics" / "Running in local mode", Optuna's study line and MLflow's
+    # database lines are INFO logs: kept off the console
+    for name in ("ray.train", "ray.tune", "optuna", "mlflow"):
+        assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING, name
