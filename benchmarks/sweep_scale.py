@@ -22,12 +22,14 @@ from pathlib import Path
 import yaml
 
 
-def job(trials: int, method: str, concurrency: int, scheduler: str, budget: float | None, epochs: int) -> dict:
+def job(trials: int, method: str, concurrency: int, scheduler: str, budget: float | None, epochs: int,
+        num_train: int = 300) -> dict:
     space = {"lr": {"loguniform": [1.0e-4, 1.0]}} if method != "camu" else {"lr_out": {"loguniform": [1.0e-5, 1.0]}}
     params = {"epochs": epochs, "batch_size": 64}
     sweep = {"search": "random", "num_samples": trials, "max_concurrent_trials": concurrency, "scheduler": scheduler,
              "grace_period": 1, "reduction_factor": 3, **({"time_budget_s": budget} if budget else {})}
-    return {"name": "scale", "dataset": {"name": "synthetic", "num_train": 300, "num_test": 100, "num_classes": 4},
+    return {"name": "scale", "dataset": {"name": "synthetic", "num_train": num_train, "num_test": max(100, num_train // 3),
+                        "num_classes": 4},
             "model": {"name": "mnist_cnn"}, "original": {"recipe": {"epochs": 2, "batch_size": 64}},
             "scenarios": [{"name": "random10", "kind": "random", "fraction": 0.1}], "seeds": [0],
             "methods": [{"name": method, "params": params, "sweep": {"space": space}}], "sweep": sweep,

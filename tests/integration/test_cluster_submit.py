@@ -86,7 +86,7 @@ def _started(ray, env, gcs, dash, mlflow_port, temp_dir, tmp, token):
         _wait_http(f"http://127.0.0.1:{dash}/api/version")
         _wait_http(f"http://127.0.0.1:{mlflow_port}/health")
         yield {"address": f"http://127.0.0.1:{dash}", "mlflow": f"http://127.0.0.1:{mlflow_port}", "env": env,
-               "tmp": tmp, "token": token}
+               "tmp": tmp, "token": token, "temp_dir": temp_dir}
     finally:
         server.terminate()
 
@@ -144,3 +144,72 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     arts = {a.path for a in client.list_artifacts(jobs[0].info.run_id, "eval")}
     assert "eval/summary.parquet" in arts  # uploaded through the server's artifact proxy
     assert client.get_model_version_by_alias("camu-quickstart-class3-camu", "candidate")
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _descendants(pid: str) -> list[str]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                kids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def _second_node_runs_a_trial(temp_dir: str) -> bool:
+    """Is a Train worker of a trial running on the second node (a child of its raylet)?"""
+    raylets = [p.name for p in Path("/proc").glob("[0-9]*") if "raylet" in _cmdline(p.name)
+               and f"{temp_dir}-n2" in _cmdline(p.name)]
+    return any("RayTrainWorker" in _cmdline(k) for r in raylets for k in _descendants(r))
+
+
+def test_a_node_lost_mid_sweep_costs_only_the_trials_that_ran_there(cluster):
+    """Kill every process of the second node while a sweep trial trains there: the trial is retried on the
+    head node, the job finishes, and no MLflow run is duplicated or left RUNNING. (Last in this module:
+    the cluster has one node afterwards.)"""
+    env = {**cluster["env"], "MLFLOW_TRACKING_URI": cluster["mlflow"]}
+    tmp = cluster["tmp"]
+    overrides = ["tracking.experiment=cluster-node-loss", "scenarios=[{name: class3, kind: classes, classes: [3]}]",
+                 "original.recipe.epochs=3", f"storage.path={tmp / 'storage'}", f"storage.cache_dir={tmp / 'cache'}",
+                 "storage.shared=true", "methods=[{name: finetune, params: {epochs: 8, batch_size: 32}}]",
+                 "sweep={search: random, num_samples: 4, max_concurrent_trials: 2, max_failures: 2}",
+                 "resources={num_workers: 1, cpus_per_worker: 2, worker_max_failures: 0}"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    job = subprocess.Popen([str(BIN / "camu-orch"), "submit", "jobs/quickstart.yaml", "--address", cluster["address"],
+                            "--wait", "--no-check", *sets], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(cluster["mlflow"])
+    killed_at, deadline = None, time.time() + 420
+    while killed_at is None and time.time() < deadline and job.poll() is None:
+        exp = client.get_experiment_by_name("cluster-node-loss")
+        sweeping = exp and client.search_runs(
+            [exp.experiment_id], "tags.`camu.role` = 'trial' and attributes.status = 'RUNNING'")
+        if sweeping and any(not r.data.tags["camu.trial_id"].startswith("preset") for r in sweeping) \
+                and _second_node_runs_a_trial(cluster["temp_dir"]):
+            subprocess.run(["pkill", "-9", "-f", f"{cluster['temp_dir']}-n2"], check=False)
+            killed_at = time.time()
+        time.sleep(0.5)
+    out, _ = job.communicate(timeout=900)
+    Path("/tmp/camu_node_loss.log").write_text(out)
+    assert killed_at is not None, "no sweep trial ran on the second node:\n" + out[-3000:]
+    assert job.returncode == 0, out[-4000:]
+    exp = client.get_experiment_by_name("cluster-node-loss")
+    trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'")
+    names = [t.info.run_name for t in trials]
+    assert len(names) == len(set(names)) == 5, names  # the preset and 4 sweep trials, none duplicated
+    assert all(t.info.status == "FINISHED" for t in trials), [(t.info.run_name, t.info.status) for t in trials]
+    everything = client.search_runs([exp.experiment_id], "")
+    assert not [r.info.run_name for r in everything if r.info.status == "RUNNING"]
+    print(f"node lost {killed_at - min(t.info.start_time for t in trials) / 1000:.0f}s into the trials; "
+          f"job finished {max(t.info.end_time for t in trials) / 1000 - killed_at:.0f}s after the loss")

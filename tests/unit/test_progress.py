@@ -1,0 +1,80 @@
+"""The job's progress display: the live line's content and remaining-time estimate, the plain lines
+printed when output is not a terminal, and the libraries' chatter kept off the console."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from orchestrator import progress
+from orchestrator.progress import JobProgress, quiet_libraries
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", c)
+    return c
+
+
+def test_line_shows_stage_epochs_and_remaining_from_the_pace(clock):
+    p = JobProgress()
+    p.begin()  # not a terminal under pytest: no live display, same state
+    assert p.live is None
+    p.stage(3, "oracle for class0, seed 0")
+    p.start_task("training oracle", epochs=10)
+    clock.now += 40
+    p.epoch(4)  # 4 of 10 epochs in 40 s: 60 s left
+    line = p.line()
+    assert "[3/5] oracle for class0, seed 0" in line and "epoch 4/10" in line
+    assert "elapsed 0:40" in line and "~1:00 left" in line
+    p.epoch(99)
+    assert p.epochs == (10, 10)  # never past the total
+
+
+def test_sweep_counts_best_and_remaining(clock, capsys):
+    p = JobProgress()
+    p.stage(4, "camu on class0")
+    p.start_task("camu sweep on seed 0")
+    clock.now += 90
+    p.sweep(done=2, running=1, stopped=1, failed=0, total=9, best=3.5)
+    p.sweep(done=2, running=2, stopped=1, failed=0, total=9, best=4.0, quiet=True)  # a trial started: no line
+    printed = [line for line in capsys.readouterr().out.splitlines() if "trials:" in line]
+    assert printed == ["    camu sweep on seed 0 · trials: 2 done, 1 running, 1 stopped, 0 failed of 9; "
+                       "best objective so far 3.50"]
+    assert p.best == 3.5  # the best only improves
+    # 3 trials ended in 90 s, 6 to go: 180 s
+    assert p.remaining() == pytest.approx(180.0)
+    assert "trials 2 done, 2 running, 1 stopped, 0 failed of 9; best 3.50" in p.line() and "~3:00 left" in p.line()
+
+
+def test_a_new_stage_resets_the_step(clock):
+    p = JobProgress()
+    p.start_task("x", epochs=3)
+    p.sweep(1, 0, 0, 0, 2, 1.0, quiet=True)
+    p.stage(5, "summary")
+    assert p.epochs is None and p.trials is None and p.task == "" and p.remaining() is None
+
+
+def test_quiet_libraries(monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    for name in ("ray.train", "optuna", "mlflow"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    quiet_libraries()
+    import os
+
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"  # Tune's legacy engine at verbose=0: no experiment box
+    for name in ("ray.train", "ray.tune", "optuna", "mlflow"):
+        assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING
+    import optuna
+
+    assert optuna.logging.get_verbosity() == optuna.logging.WARNING
