@@ -75,6 +75,9 @@ app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of every error")] = False) -> None:
     """CaMU machine unlearning on Ray (Train + Tune), tracked in MLflow."""
+    from orchestrator.progress import quiet_libraries
+
+    quiet_libraries()
 
 
 class Registry(str, Enum):

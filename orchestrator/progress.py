@@ -29,6 +29,7 @@ NOISY_LOGGERS = ("ray.train", "ray.tune", "ray.air", "optuna", "mlflow", "alembi
 def quiet_libraries() -> None:
     """Keep Ray Train / Tune, Optuna and MLflow INFO output off the console (warnings still show)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy engine at verbose=0 prints no experiment box
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow resets its logger's level on import
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

@@ -174,11 +174,11 @@ class TrialProgress(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FINISHED")
-        self._status(trials)
+        self._status(trials, ended=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FAILED")
-        self._status(trials)
+        self._status(trials, ended=(trial, "ERROR"))
 
     def _close(self, trial: Any, status: str) -> None:
         key = trial_key(self.ctx.scope_key, f"{trial.trial_id}@{self.ctx.seed}")
@@ -191,11 +191,15 @@ class TrialProgress(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._status(trials, quiet=True)
 
-    def _status(self, trials: list, quiet: bool = False) -> None:
-        stopped = sum(t.status == "TERMINATED" and not (t.last_result or {}).get("final") for t in trials)
-        done = sum(t.status == "TERMINATED" for t in trials) - stopped
-        failed = sum(t.status == "ERROR" for t in trials)
-        running = sum(t.status == "RUNNING" for t in trials)
+    def _status(self, trials: list, quiet: bool = False, ended: tuple[Any, str] | None = None) -> None:
+        """Counts by status; ``ended``: the trial a callback reports on, whose status Tune sets only after."""
+        status = {id(t): t.status for t in trials}
+        if ended is not None:
+            status[id(ended[0])] = ended[1]
+        stopped = sum(status[id(t)] == "TERMINATED" and not (t.last_result or {}).get("final") for t in trials)
+        done = sum(status[id(t)] == "TERMINATED" for t in trials) - stopped
+        failed = sum(status[id(t)] == "ERROR" for t in trials)
+        running = sum(status[id(t)] == "RUNNING" for t in trials)
         PROGRESS.sweep(done, running, stopped, failed, max(self.total, len(trials)), self.best, quiet=quiet)
 
 

@@ -298,11 +298,16 @@ class Tracker:
 
 @contextlib.contextmanager
 def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's INFO logs and the registry's own stderr lines ("Successfully registered model ...") stay
+    off the console: camu-orch prints what was registered itself."""
+    import io
+
     logger = logging.getLogger("mlflow")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         logger.setLevel(level)
 

@@ -67,12 +67,14 @@ def test_a_new_stage_resets_the_step(clock):
 
 def test_quiet_libraries(monkeypatch):
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
     for name in ("ray.train", "optuna", "mlflow"):
         logging.getLogger(name).setLevel(logging.INFO)
     quiet_libraries()
     import os
 
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"  # Tune's legacy engine at verbose=0: no experiment box
+    assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"  # what MLflow reads when it (re)configures itself
     for name in ("ray.train", "ray.tune", "optuna", "mlflow"):
         assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING
     import optuna
