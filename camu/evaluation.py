@@ -16,6 +16,10 @@ The MIAs (``camu.metrics``):
 
 One pass over the training split and one over the test split give every metric, so a model is never
 run twice on the same data during evaluation.
+
+A diverged model (NaN or infinite outputs, e.g. gradient ascent at too high a learning rate) is a
+result, not an error: its non-finite output rows are scored as uniform predictions (no information),
+and ``nonfinite_outputs`` says which share of samples that was.
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ def predict_logits(model: nn.Module, source: Source, indices: torch.Tensor, devi
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
+def finite_rows(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``logits`` with every row holding a NaN or an infinity replaced by zeros (a uniform prediction),
+    and how many rows that was."""
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if not bad.any():
+        return logits, 0
+    logits = logits.clone()
+    logits[bad] = 0.0
+    return logits, int(bad.sum())
+
+
 def _part_metrics(train_logits: torch.Tensor, test_logits: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor,
                   forget: torch.Tensor, retain: torch.Tensor, test: torch.Tensor, members: torch.Tensor,
                   gone: list[int], seed: int) -> dict[str, float]:
@@ -138,8 +153,10 @@ def evaluate(model: nn.Module, data: ImageData, split: pa.Table, device: torch.d
     """RA, FA, TA, TA on retained / forgotten classes and the three MIAs, on the report part (plain
     keys) and the selection part (``sel_`` keys), and one per-sample row for every training and test sample.
     ``members``: D_s of the unlearning run (default: ``default_members``)."""
-    train_logits = predict_logits(model, data.train, torch.arange(len(data.train)), device, batch_size)
-    test_logits = predict_logits(model, data.test, torch.arange(len(data.test)), device, batch_size)
+    train_logits, bad_train = finite_rows(predict_logits(model, data.train, torch.arange(len(data.train)), device,
+                                                         batch_size))
+    test_logits, bad_test = finite_rows(predict_logits(model, data.test, torch.arange(len(data.test)), device,
+                                                       batch_size))
     y_train, y_test = data.train.labels.cpu(), data.test.labels.cpu()
     forget, retain = forget_indices(split), retain_indices(split)
     members = default_members(forget, retain, seed) if members is None else members.cpu()
@@ -151,6 +168,7 @@ def evaluate(model: nn.Module, data: ImageData, split: pa.Table, device: torch.d
                               sets.test[part], members, gone, seed)
         metrics.update({prefix + k: v for k, v in found.items()})
     metrics["selection_fraction"] = selection_fraction
+    metrics["nonfinite_outputs"] = (bad_train + bad_test) / (len(train_logits) + len(test_logits))
     return Evaluation(metrics, _sample_table(train_logits, test_logits, y_train, y_test, split, sets), train_logits)
 
 

@@ -20,7 +20,7 @@ from orchestrator.tracking import Tracker
 
 METRIC_COLUMNS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official", "mia_efficacy",
                   "mia_forget_member_rate", "mia_auc", "lira_auc", "lira_tpr_at_1pct_fpr", "avg_gap", "relearn_epochs",
-                  "unlearn_seconds", "rte",
+                  "unlearn_seconds", "rte", "nonfinite_outputs",
                   # the selection part: what the choice of a configuration read (see camu.evaluation)
                   "sel_ra", "sel_fa", "sel_ta", "sel_mia_official", "sel_avg_gap", "objective", "selection_fraction"]
 SCHEMA = pa.schema([("scenario", pa.string()), ("method", pa.string()), ("trial_id", pa.string()),

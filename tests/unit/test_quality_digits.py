@@ -84,3 +84,25 @@ def test_selection_and_report_parts_are_disjoint_and_each_number_is_on_its_part(
             assert ev.metrics[prefix + key] == pytest.approx(expected), prefix + key
     same = evaluate(result.model, digits, split, CPU, seed=2, selection_fraction=0.0).metrics
     assert same["ra"] == same["sel_ra"] and same["mia_official"] == same["sel_mia_official"]  # fraction 0: one part
+
+
+def test_a_diverged_model_is_scored_not_a_crash(digits):
+    """NaN outputs (a method run at too high a learning rate) give a finished evaluation: the NaN rows
+    count as uniform predictions and ``nonfinite_outputs`` reports their share."""
+    split = make_split("classes", {"classes": [3]}, digits.train.labels, digits.class_names, seed=0)
+    model = build_model("mnist_cnn", {}, 1, 10, digits.image_size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    ev = evaluate(model, digits, split, CPU, seed=0)
+    assert ev.metrics["nonfinite_outputs"] == 1.0
+    y = digits.train.labels.cpu()
+    # uniform logits: argmax is class 0 everywhere, so RA is the share of class 0 in the reported D_r
+    from camu.evaluation import evaluation_sets
+
+    sets = evaluation_sets(forget_indices(split), retain_indices(split), len(digits.test), 0, 0.5)
+    r = sets.retain["report"]
+    assert ev.metrics["ra"] == pytest.approx(100.0 * float((y[r] == 0).float().mean()))
+    for key in ("mia_official", "mia_efficacy", "mia_auc"):
+        assert ev.metrics[key] == ev.metrics[key], key  # defined, not NaN
+    assert torch.isfinite(ev.train_logits).all()
