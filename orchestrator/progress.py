@@ -50,6 +50,7 @@ def _clock(seconds: float) -> str:
 class JobProgress:
     """What the live line shows; updated by the pipeline (stages, trainings) and the sweep callback."""
 
+    stage_number: int = 0
     stage_text: str = ""
     task: str = ""
     epochs: tuple[int, int] | None = None   # (done, total) of the current training
@@ -75,7 +76,7 @@ class JobProgress:
 
     # ------------------------------------------------------------------ events
     def stage(self, number: int, title: str) -> None:
-        self.stage_text = f"[{number}/5] {title}"
+        self.stage_number, self.stage_text = number, title
         self.task, self.epochs, self.trials, self.best = "", None, None, math.inf
         console.print(Text.assemble((f"[{number}/5]", "bold"), " ", title))
 
@@ -114,23 +115,21 @@ class JobProgress:
         return None
 
     def line(self) -> str:
-        parts = [self.stage_text or "starting"]
-        if self.task:
-            parts.append(self.task)
+        """Most specific first (a narrow terminal cuts the end): the step, its progress, the clock."""
+        parts = [f"[{self.stage_number}/5] {self.task or self.stage_text}" if self.stage_number else "starting"]
         if self.epochs:
             parts.append(f"epoch {self.epochs[0]}/{self.epochs[1]}")
         if self.trials:
             t = self.trials
-            parts.append(f"trials {t['done']} done, {t['running']} running, {t['stopped']} stopped, {t['failed']} "
-                         f"failed of {t['total']}; best {self._best()}")
-        parts.append(f"elapsed {_clock(time.monotonic() - self.started)}")
+            parts.append(f"trials {t['done']}/{t['total']} done, {t['running']} running, {t['stopped']} stopped, "
+                         f"{t['failed']} failed, best {self._best()}")
         left = self.remaining()
-        if left is not None:
-            parts.append(f"~{_clock(left)} left in this step")
+        parts.append(f"{_clock(time.monotonic() - self.started)} elapsed" + (f", ~{_clock(left)} left in this step"
+                                                                             if left is not None else ""))
         return " · ".join(parts)
 
     def __rich__(self) -> Text:
-        return Text(self.line(), style="cyan")
+        return Text(self.line(), style="cyan", no_wrap=True, overflow="ellipsis")
 
 
 PROGRESS = JobProgress()

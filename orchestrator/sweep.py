@@ -189,10 +189,10 @@ class TrialProgress(tune.Callback):
             self.tracker.end(run_id, status)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._status(trials, quiet=True)
+        self._status(trials, quiet=True, ended=(trial, "RUNNING"))
 
     def _status(self, trials: list, quiet: bool = False, ended: tuple[Any, str] | None = None) -> None:
-        """Counts by status; ``ended``: the trial a callback reports on, whose status Tune sets only after."""
+        """Counts by status; ``ended``: (the trial a callback reports on, its new status: Tune sets it after)."""
         status = {id(t): t.status for t in trials}
         if ended is not None:
             status[id(ended[0])] = ended[1]

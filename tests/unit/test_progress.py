@@ -35,8 +35,8 @@ def test_line_shows_stage_epochs_and_remaining_from_the_pace(clock):
     clock.now += 40
     p.epoch(4)  # 4 of 10 epochs in 40 s: 60 s left
     line = p.line()
-    assert "[3/5] oracle for class0, seed 0" in line and "epoch 4/10" in line
-    assert "elapsed 0:40" in line and "~1:00 left" in line
+    assert line.startswith("[3/5] training oracle · epoch 4/10 · ")  # the step first: narrow terminals cut the end
+    assert "0:40 elapsed, ~1:00 left" in line
     p.epoch(99)
     assert p.epochs == (10, 10)  # never past the total
 
@@ -54,7 +54,8 @@ def test_sweep_counts_best_and_remaining(clock, capsys):
     assert p.best == 3.5  # the best only improves
     # 3 trials ended in 90 s, 6 to go: 180 s
     assert p.remaining() == pytest.approx(180.0)
-    assert "trials 2 done, 2 running, 1 stopped, 0 failed of 9; best 3.50" in p.line() and "~3:00 left" in p.line()
+    assert "[4/5] camu sweep on seed 0 · trials 2/9 done, 2 running, 1 stopped, 0 failed, best 3.50" in p.line()
+    assert "~3:00 left" in p.line()
 
 
 def test_a_new_stage_resets_the_step(clock):
