@@ -45,14 +45,16 @@ def measure(spec: dict, work: Path) -> dict:
     (work / "job.yaml").write_text(yaml.safe_dump(spec))
     old = os.getcwd()
     os.chdir(work)
+    # this run's own store, whatever MLFLOW_TRACKING_URI an earlier job in this process left set
+    uri = f"sqlite:///{work / 'mlflow.db'}"
     try:
         start = time.perf_counter()
-        submitted = CliRunner().invoke(app, ["submit", "job.yaml"])
+        submitted = CliRunner().invoke(app, ["submit", "job.yaml", "--set", f"tracking.uri={uri}"])
         wall = time.perf_counter() - start
         if submitted.exit_code != 0:
             raise SystemExit(submitted.output[-3000:])
         read_start = time.perf_counter()
-        table = CliRunner().invoke(app, ["results", "scale", "--format", "json"])
+        table = CliRunner().invoke(app, ["results", "scale", "--format", "json", "--tracking-uri", uri])
         read_seconds = time.perf_counter() - read_start
     finally:
         os.chdir(old)

@@ -221,9 +221,11 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep, space, evaluated),
                                         scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples,
                                         time_budget_s=sweep.time_budget_s,
-                                        # one trial-driver process serves trial after trial: no interpreter
-                                        # start and imports per trial (seconds, for trials of seconds)
-                                        reuse_actors=True),
+                                        # in-process trials: one trial-driver process serves trial after
+                                        # trial (no interpreter start and imports per trial, seconds for
+                                        # trials of seconds). Never for Train runs: a reused driver keeps the
+                                        # finished run's controller, and with it the workers' placement group.
+                                        reuse_actors=ctx.resources.num_workers == 0),
             run_config=tune.RunConfig(name=tune_name, storage_path=ctx.storage_path, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[TrialProgress(ctx, best_known, sweep.num_samples)]),
