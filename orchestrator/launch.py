@@ -96,4 +96,15 @@ def _fit(trainer: TorchTrainer, resources: ResourcesSpec) -> ray.train.Result:
             + f" after {resources.start_attempts} attempt(s); the cluster has {free.get('CPU', 0):g} CPU and "
             f"{free.get('GPU', 0):g} GPU free of {ray.cluster_resources().get('CPU', 0):g} CPU / "
             f"{ray.cluster_resources().get('GPU', 0):g} GPU. Lower resources.num_workers or sweep.max_concurrent_trials, "
-            f"wait for other jobs, or raise resources.start_attempts") from None
+            f"wait for other jobs, or raise resources.start_attempts{_holders()}") from None
+
+
+def _holders() -> str:
+    """This job's live placement groups, for the error above (empty when they cannot be read)."""
+    from orchestrator.placement import held_placement_groups
+
+    try:
+        held = held_placement_groups()
+    except Exception:  # noqa: BLE001 - a diagnostic only
+        return ""
+    return ("; this job holds: " + "; ".join(held)) if held else ""

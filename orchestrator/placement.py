@@ -23,6 +23,27 @@ log = logging.getLogger(__name__)
 NIL_ACTOR = b"\xff"  # a placement group created by a driver (no actor) has an all-0xff creator id
 
 
+def held_placement_groups() -> list[str]:
+    """One line per live placement group of this job: what it reserves and whether its creator lives
+    (named in the error of a run that could not start, so the holder of the resources is visible)."""
+    from ray.core.generated import gcs_pb2
+
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    job = ray.get_runtime_context().get_job_id()
+    out = []
+    for raw in accessor.get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if pg.creator_job_id.hex() != job or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED:
+            continue
+        cpus = sum(b.unit_resources.get("CPU", 0.0) for b in pg.bundles)
+        gpus = sum(b.unit_resources.get("GPU", 0.0) for b in pg.bundles)
+        state = gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(pg.state)
+        creator = ("driver" if not pg.creator_actor_id or set(pg.creator_actor_id) == set(NIL_ACTOR)
+                   else f"actor {pg.creator_actor_id.hex()[:12]} ({'dead' if pg.creator_actor_dead else 'alive'})")
+        out.append(f"{pg.placement_group_id.hex()[:12]} {pg.name or '-'} {state} {cpus:g} CPU {gpus:g} GPU, created by {creator}")
+    return out
+
+
 def orphaned_placement_groups() -> list[str]:
     """Hex ids of this job's live placement groups whose creating actor has died."""
     from ray.core.generated import gcs_pb2
