@@ -77,6 +77,10 @@ def fit_trainer(trainer: TorchTrainer, resources: ResourcesSpec) -> ray.train.Re
     thread.start()
     while thread.is_alive():
         thread.join(0.2)
+    # the driver runs one stage at a time: the next starts once this run's workers are given back
+    from orchestrator.placement import wait_until_released
+
+    wait_until_released()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

@@ -74,6 +74,54 @@ def release_orphaned_placement_groups() -> int:
     return removed
 
 
+def _actor_created_groups() -> list[str]:
+    """Hex ids of this job's live placement groups created by an actor (a Train run's controller)."""
+    from ray.core.generated import gcs_pb2
+
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    job = ray.get_runtime_context().get_job_id()
+    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.PREPARED,
+            gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+    out = []
+    for raw in accessor.get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if (pg.state in live and not pg.is_detached and pg.creator_job_id.hex() == job and pg.creator_actor_id
+                and set(pg.creator_actor_id) != set(NIL_ACTOR)):
+            out.append(pg.placement_group_id.hex())
+    return out
+
+
+def wait_until_released(timeout_s: float = 20.0, interval_s: float = 0.5) -> list[str]:
+    """Between stages (driver only: no Train run of this job is running then): wait until every placement
+    group a finished Train run created is gone, releasing orphaned ones as they appear, and after
+    ``timeout_s`` remove what is still held. Tune stops an early-stopped trial's process asynchronously
+    and a stopped trial's controller can outlive its trial, keeping its workers' CPUs reserved; without
+    this the next stage would wait for (and time out on) resources nobody uses. Returns the ids removed
+    by force (the caller says so); never raises."""
+    import time
+
+    from ray.util.placement_group import PlacementGroup
+
+    if not ray.is_initialized():
+        return []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            release_orphaned_placement_groups()
+            held = _actor_created_groups()
+            if not held:
+                return []
+            if time.monotonic() >= deadline:
+                for pg_id in held:
+                    ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+                    log.info("removed placement group %s: its Train run ended %.0f s ago", pg_id, timeout_s)
+                return held
+            time.sleep(interval_s)
+    except Exception as err:  # noqa: BLE001 - a safeguard must not take the job down
+        log.warning("could not check that the previous stage released its resources: %s", err)
+        return []
+
+
 class PlacementGroupReaper:
     """A driver-side daemon thread calling ``release_orphaned_placement_groups`` every ``interval_s``."""
 

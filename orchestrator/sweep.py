@@ -18,6 +18,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.launch import fit_trainer, make_trainer
 from orchestrator.naming import train_run_name, trial_key, trial_run_name
+from orchestrator.placement import wait_until_released
 from orchestrator.progress import PROGRESS, say
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import SweepSpec
@@ -230,4 +231,9 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[TrialProgress(ctx, best_known, sweep.num_samples)]),
         )
-    return tuner.fit()
+    grid = tuner.fit()
+    if ctx.resources.num_workers > 0:  # in-process trials hold no placement group
+        removed = wait_until_released()
+        if removed:
+            say(f"    released {len(removed)} worker reservation(s) that stopped trials still held 20 s after the sweep")
+    return grid

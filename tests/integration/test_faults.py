@@ -32,10 +32,10 @@ JOB = {
 }
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+def _start(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Run camu-orch in its own process group; output goes to a file (a pipe nobody reads would fill
     up and block the job)."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled", **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(cwd / f"{args[0]}-{time.time_ns()}.log", "w")  # noqa: SIM115 - closed with the process
@@ -213,7 +213,11 @@ def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
         except Exception:  # noqa: BLE001
             return False
 
-    proc = _start(["submit", "job.yaml"], tmp_path)
+    # MLflow's client retries a lost server for minutes by default; a short schedule keeps the test short
+    # (what is tested is what the job does once the client gives up, not MLflow's retry schedule)
+    quick_giveup = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+    proc = _start(["submit", "job.yaml"], tmp_path, quick_giveup)
     try:
         _wait_for(sweep_started, 400, "a sweep trial run", proc)
         os.killpg(server.pid, signal.SIGKILL)  # the tracking server disappears mid-sweep
