@@ -204,11 +204,24 @@ class TrialProgress(tune.Callback):
         PROGRESS.sweep(done, running, stopped, failed, max(self.total, len(trials)), self.best, quiet=quiet)
 
 
+DRIVER_MEMORY = 64 * 2**20  # bytes of Ray's "memory" resource a trial driver reserves
+
+
+def trial_driver_resources(num_workers: int) -> dict[str, float]:
+    """What a trial's driver actor reserves. A trial that starts a Train run reserves no CPU: its workers
+    may ask for a whole node's CPUs, and a driver holding even 0.01 CPU there leaves that node short (two
+    drivers on a two-node cluster of 2-CPU nodes starved every 2-CPU worker group); a token of Ray's
+    memory resource, which every node has and no worker asks for, lets Tune schedule the driver. An
+    in-process trial (num_workers 0) computes in the driver itself and keeps a CPU share."""
+    return {"CPU": 0, "memory": DRIVER_MEMORY} if num_workers > 0 else {"CPU": 0.01}
+
+
 def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_epochs: int, tune_name: str,
               evaluated: list[tuple[dict[str, Any], float]]) -> tune.ResultGrid:
     """[5] One Tuner per (scenario, method, seed); resumes an interrupted sweep at the same path."""
     PROGRESS.start_task(f"{ctx.method} sweep on seed {ctx.seed}")
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, context=ctx.model_dump()), {"CPU": 0.01})
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, context=ctx.model_dump()),
+                                    trial_driver_resources(ctx.resources.num_workers))
     path = f"{ctx.storage_path}/{tune_name}"
     if tune.Tuner.can_restore(path):
         say(f"    resuming sweep from {path}")

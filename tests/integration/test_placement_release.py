@@ -60,3 +60,32 @@ def _cpus_back(ray, expected: float) -> None:
     while time.time() < deadline and ray.available_resources().get("CPU", 0) < expected:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == pytest.approx(expected)
+
+
+def test_a_trial_may_use_every_cpu_of_the_cluster(ray_cluster, tmp_path, monkeypatch):
+    """A trial's driver reserves no CPU: a Train-run trial whose worker asks for all of the cluster's CPUs
+    starts (a driver holding 0.01 CPU left it 0.01 short, and the sweep timed out on free resources)."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    cpus = int(ray_cluster.cluster_resources()["CPU"])
+    job = {"name": "allcpus", "dataset": {"name": "digits"}, "model": {"name": "mnist_cnn"},
+           "original": {"recipe": {"epochs": 1, "batch_size": 64}},
+           "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]}], "seeds": [0],
+           "methods": [{"name": "finetune", "params": {"epochs": 1}, "sweep": {"space": {"lr": {"grid": [0.01]}}}}],
+           "sweep": {"search": "grid", "num_samples": 1},
+           "resources": {"num_workers": 1, "cpus_per_worker": cpus, "start_attempts": 1},
+           "tracking": {"experiment": "allcpus", "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "device": "cpu"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    result = CliRunner().invoke(app, ["submit", "job.yaml"])
+    assert result.exit_code == 0, result.output[-3000:]
+    rows = json.loads(CliRunner().invoke(app, ["results", "allcpus", "--format", "json", "--tracking-uri",
+                                               f"sqlite:///{tmp_path / 'mlflow.db'}"]).stdout)
+    trials = [r for r in rows if r["method"] == "finetune" and not r["trial_id"].startswith("preset")]
+    assert [r["status"] for r in trials] == ["finished"]
