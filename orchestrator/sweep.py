@@ -154,6 +154,11 @@ class TrialProgress(tune.Callback):
     """Reports trials done / running / stopped / failed and the best objective so far; closes the MLflow
     runs of trials that Tune stopped early (their driver process is gone before it could)."""
 
+    # class-level defaults: a sweep resumed by a newer camu-orch unpickles the callback an older one saved
+    best: float = float("inf")
+    total: int = 0
+    _tracker: Tracker | None = None
+
     def __init__(self, ctx: SweepContext, best: float = float("inf"), total: int = 0) -> None:
         self.ctx = ctx
         self.best = best

@@ -81,3 +81,20 @@ def test_quiet_libraries(monkeypatch):
     import optuna
 
     assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+
+
+def test_a_sweep_saved_by_an_older_version_resumes(capsys):
+    """Tune pickles the progress callback with the sweep; one saved before a field existed must still work
+    after ``camu-orch resume`` (it crashed with AttributeError on ``total``)."""
+    import pickle
+
+    from orchestrator.sweep import TrialProgress
+
+    state = TrialProgress(None, 2.0, 5).__getstate__()
+    del state["total"], state["best"]  # as an older camu-orch saved it
+    old = TrialProgress.__new__(TrialProgress)
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    restored._status([], quiet=False)
+    assert restored.total == 0 and restored.best == float("inf")
+    assert "trials: 0 done" in capsys.readouterr().out
