@@ -121,9 +121,11 @@ class Run:
         return out
 
 
-def _state(run: Run, epoch: int) -> dict[str, Any]:
+def _state(run: Run, epoch: int, unlearn_seconds: float) -> dict[str, Any]:
+    """What a resume needs: weights, optimizers, method state, and the unlearning time spent so far (a
+    resumed run's time is the whole run's, not the part after the interruption)."""
     return {"model": run.model.state_dict(), "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
-            "epoch": epoch, "extra": run.extra}
+            "epoch": epoch, "extra": run.extra, "unlearn_seconds": unlearn_seconds}
 
 
 def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnContext) -> UnlearnResult:
@@ -132,13 +134,14 @@ def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnC
     if ctx.shard.world_size > 1 and ctx.sync_batchnorm:
         model = sync_batch_norm(model)
     run = Run(ctx, model, method.optimizers(model, params))
-    start = 0
+    start, before = 0, 0.0
     if ctx.resume_state is not None:
         model.load_state_dict(ctx.resume_state["model"])
         for name, opt in run.optimizers.items():
             opt.load_state_dict(ctx.resume_state["optimizers"][name])
         run.extra = dict(ctx.resume_state.get("extra", {}))
         start = int(ctx.resume_state["epoch"]) + 1
+        before = float(ctx.resume_state.get("unlearn_seconds", 0.0))
     history: dict[str, list[float]] = {}
     reporting = 0.0
     with Stopwatch(ctx.device) as watch:
@@ -151,9 +154,10 @@ def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnC
             for name, values in losses.items():
                 history.setdefault(name, []).extend(values)
             if ctx.on_epoch is not None:
+                so_far = before + watch.elapsed() - reporting
                 with Stopwatch(torch.device("cpu")) as report:
                     metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
-                    ctx.on_epoch(epoch, metrics, _state(run, epoch), model)
+                    ctx.on_epoch(epoch, metrics, _state(run, epoch, so_far), model)
                 reporting += report.seconds
-    return UnlearnResult(method.finish(run, params), watch.seconds - reporting, history, method.num_epochs(params),
+    return UnlearnResult(method.finish(run, params), before + watch.seconds - reporting, history, method.num_epochs(params),
                          method.members(run), reporting)

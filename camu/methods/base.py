@@ -192,6 +192,11 @@ class Stopwatch:
         self._sync()
         self.seconds = time.perf_counter() - self.start
 
+    def elapsed(self) -> float:
+        """Seconds since ``__enter__`` (the device synchronised first), while the watch still runs."""
+        self._sync()
+        return time.perf_counter() - self.start
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -64,6 +64,10 @@ def test_method_reports_every_epoch_and_resumes_to_the_same_weights(name, setup)
     assert any(not torch.equal(before[k], v) for k, v in full.model.state_dict().items()), "nothing was unlearned"
     assert set(full.model.state_dict()) == set(before)  # the original's architecture (boundary_expanding pruned)
     assert full.seconds > 0 and full.epochs == epochs
+    so_far = [r[2]["unlearn_seconds"] for r in reports]  # the unlearning time carried by each resume state
+    assert so_far[0] > 0 and all(b > a for a, b in zip(so_far, so_far[1:])) and so_far[-1] <= full.seconds
+    done = run_method(name, params, context(setup, resume_state=reports[-1][2]))  # resumed after its last epoch
+    assert done.seconds >= so_far[-1]  # the whole run's time, not the seconds after the interruption
     if epochs < 2:
         return
     resumed = run_method(name, params, context(setup, resume_state=reports[0][2]))
