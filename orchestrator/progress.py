@@ -32,6 +32,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow resets its logger's level on import
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a resumed sweep replays finished trials' last results to the searcher, which warns once per trial with
+    # the whole result dict: nothing a user can act on
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
     try:
         import optuna
 
