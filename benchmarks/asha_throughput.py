@@ -12,6 +12,8 @@ import argparse
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,6 +34,14 @@ def run(scheduler: str, args: argparse.Namespace) -> dict:
             "best_objective": round(min(objectives), 3) if objectives else None, "job_wall_s": round(found["wall"], 1)}
 
 
+def _in_fresh_process(mode: str) -> dict:
+    """Each mode in its own process, as a user runs a job (a second job in one process inherits the first's
+    Ray instance and its stopped trials' leftovers, which skewed the second measurement)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.asha_throughput", *sys.argv[1:], "--only", mode],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=240.0, help="sweep time budget (s), the same for both")
@@ -41,10 +51,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--num-train", type=int, default=3000)
     ap.add_argument("--reduction-factor", type=int, default=3)
+    ap.add_argument("--only", choices=["none", "asha"], help=argparse.SUPPRESS)  # one mode, JSON on the last line
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    plain = run("none", args)
-    asha = run("asha", args)
+    if args.only:
+        print(json.dumps(run(args.only, args)))
+        return
+    plain, asha = _in_fresh_process("none"), _in_fresh_process("asha")
     ratio = asha["trials_ended"] / plain["trials_ended"] if plain["trials_ended"] else float("nan")
     print(json.dumps({"budget_s": args.budget, "epochs": args.epochs, "no_scheduler": plain, "asha": asha,
                       "trials_ratio_asha_over_none": round(ratio, 2)}, indent=2))
