@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import ray
 
@@ -23,43 +24,41 @@ log = logging.getLogger(__name__)
 NIL_ACTOR = b"\xff"  # a placement group created by a driver (no actor) has an all-0xff creator id
 
 
+def _live_groups() -> list[Any]:
+    """This job's live (not removed), non-detached placement groups, as GCS table entries."""
+    from ray.core.generated import gcs_pb2
+
+    table = gcs_pb2.PlacementGroupTableData
+    live = (table.PENDING, table.PREPARED, table.CREATED, table.RESCHEDULING)
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    job = ray.get_runtime_context().get_job_id()
+    groups = (table.FromString(raw) for raw in accessor.get_placement_group_table())
+    return [pg for pg in groups if pg.creator_job_id.hex() == job and pg.state in live and not pg.is_detached]
+
+
+def _created_by_actor(pg: Any) -> bool:
+    return bool(pg.creator_actor_id) and set(pg.creator_actor_id) != set(NIL_ACTOR)
+
+
 def held_placement_groups() -> list[str]:
     """One line per live placement group of this job: what it reserves and whether its creator lives
     (named in the error of a run that could not start, so the holder of the resources is visible)."""
     from ray.core.generated import gcs_pb2
 
-    accessor = ray._private.state.state._connect_and_get_accessor()
-    job = ray.get_runtime_context().get_job_id()
     out = []
-    for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if pg.creator_job_id.hex() != job or pg.state == gcs_pb2.PlacementGroupTableData.REMOVED:
-            continue
+    for pg in _live_groups():
         cpus = sum(b.unit_resources.get("CPU", 0.0) for b in pg.bundles)
         gpus = sum(b.unit_resources.get("GPU", 0.0) for b in pg.bundles)
         state = gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(pg.state)
-        creator = ("driver" if not pg.creator_actor_id or set(pg.creator_actor_id) == set(NIL_ACTOR)
-                   else f"actor {pg.creator_actor_id.hex()[:12]} ({'dead' if pg.creator_actor_dead else 'alive'})")
+        creator = (f"actor {pg.creator_actor_id.hex()[:12]} ({'dead' if pg.creator_actor_dead else 'alive'})"
+                   if _created_by_actor(pg) else "driver")
         out.append(f"{pg.placement_group_id.hex()[:12]} {pg.name or '-'} {state} {cpus:g} CPU {gpus:g} GPU, created by {creator}")
     return out
 
 
 def orphaned_placement_groups() -> list[str]:
     """Hex ids of this job's live placement groups whose creating actor has died."""
-    from ray.core.generated import gcs_pb2
-
-    accessor = ray._private.state.state._connect_and_get_accessor()
-    job = ray.get_runtime_context().get_job_id()
-    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.PREPARED,
-            gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
-    out = []
-    for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        created_by_actor = pg.creator_actor_id and set(pg.creator_actor_id) != set(NIL_ACTOR)
-        if (pg.state in live and not pg.is_detached and pg.creator_actor_dead and created_by_actor
-                and pg.creator_job_id.hex() == job):
-            out.append(pg.placement_group_id.hex())
-    return out
+    return [pg.placement_group_id.hex() for pg in _live_groups() if _created_by_actor(pg) and pg.creator_actor_dead]
 
 
 def release_orphaned_placement_groups() -> int:
@@ -76,19 +75,7 @@ def release_orphaned_placement_groups() -> int:
 
 def _actor_created_groups() -> list[str]:
     """Hex ids of this job's live placement groups created by an actor (a Train run's controller)."""
-    from ray.core.generated import gcs_pb2
-
-    accessor = ray._private.state.state._connect_and_get_accessor()
-    job = ray.get_runtime_context().get_job_id()
-    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.PREPARED,
-            gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
-    out = []
-    for raw in accessor.get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        if (pg.state in live and not pg.is_detached and pg.creator_job_id.hex() == job and pg.creator_actor_id
-                and set(pg.creator_actor_id) != set(NIL_ACTOR)):
-            out.append(pg.placement_group_id.hex())
-    return out
+    return [pg.placement_group_id.hex() for pg in _live_groups() if _created_by_actor(pg)]
 
 
 def wait_until_released(timeout_s: float = 20.0, interval_s: float = 0.5) -> list[str]:
