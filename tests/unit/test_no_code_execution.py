@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from torch import nn
 
 from camu.models import build_model
@@ -122,7 +123,7 @@ def test_models_uri_of_a_pickled_model_is_refused(marker, tmp_path, store):
         load_original_weights(tracker, "models:/evil/1", _model(), tmp_path / "scratch")
     with pytest.raises(LookupError):
         load_original_weights(tracker, "models:/evil/latest", _model(), tmp_path / "scratch")
-    with pytest.raises(Exception, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
         mlflow.pytorch.load_model("models:/evil/1")
 
 
