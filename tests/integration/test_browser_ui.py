@@ -19,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from tests.integration.conftest import in_job_folder
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [pytest.mark.integration, pytest.mark.browser,
@@ -60,14 +61,8 @@ def served(ray_cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("ui")
     (work / "ui.yaml").write_text(yaml.safe_dump(JOB))
     port = _free_port()
-    old = os.getcwd()
-    os.chdir(work)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
+    with in_job_folder(work):
         submitted = CliRunner().invoke(app, ["submit", "ui.yaml", "--ui-url", f"http://127.0.0.1:{port}"])
-    finally:
-        os.chdir(old)
-        os.environ.pop("CAMU_ORCH_UI_URL", None)
     assert submitted.exit_code == 0, submitted.output[-3000:]
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
                                f"sqlite:///{work / 'mlflow.db'}", "--port", str(port)],

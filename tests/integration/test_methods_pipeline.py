@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from tests.integration.conftest import in_job_folder
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +41,12 @@ def job(ray_cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("two")
     (work / "two.yaml").write_text(yaml.safe_dump(JOB))
     runner = CliRunner()
-    import os
-
-    old = os.getcwd()
-    os.chdir(work)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
+    with in_job_folder(work):
         submitted = runner.invoke(app, ["submit", "two.yaml"])
         rows = runner.invoke(app, ["results", "two", "--format", "json"])
         by = runner.invoke(app, ["results", "two", "--by", "method", "--format", "json"])
         text = runner.invoke(app, ["results", "two", "--by", "method"])
         report = runner.invoke(app, ["report", "two", "-o", str(work / "two.html")])
-    finally:
-        os.chdir(old)
     from mlflow.tracking import MlflowClient
 
     return {"submitted": submitted, "rows": rows, "by": by, "text": text, "report": report, "work": work,

@@ -31,7 +31,7 @@ def test_orphaned_group_is_released_and_a_live_one_is_reported(ray_cluster):
 
     ray = ray_cluster
     creator = _creator(ray).remote()
-    pg_id = ray.get(creator.reserve.remote(1.0))
+    ray.get(creator.reserve.remote(1.0))
     before = ray.available_resources().get("CPU", 0)
 
     ray.kill(creator)  # the creator dies; its group would stay reserved until the job ends

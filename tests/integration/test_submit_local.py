@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from tests.integration.conftest import in_job_folder
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +39,7 @@ def submitted(ray_cluster, tmp_path_factory):
     the second sweep trial fails on purpose every time (injected), to prove the sweep survives it."""
     work = tmp_path_factory.mktemp("work")
     (work / "tiny.yaml").write_text(yaml.safe_dump(JOB))
-    old = os.getcwd()
-    os.chdir(work)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
+    with in_job_folder(work):
         runner = CliRunner()
         os.environ["CAMU_ORCH_TRIAL_HOOK"] = "tests.hooks:fail_trials:trial=_00001,times=100"
         first = runner.invoke(app, ["submit", "tiny.yaml"])
@@ -49,8 +47,6 @@ def submitted(ray_cluster, tmp_path_factory):
         second = runner.invoke(app, ["submit", "tiny.yaml", "--set", "sweep.num_samples=1"])
         table = runner.invoke(app, ["results", "tiny", "--format", "json"])
         parquet = runner.invoke(app, ["results", "tiny", "--format", "parquet", "-o", str(work / "s.parquet")])
-    finally:
-        os.chdir(old)
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     return {"work": work, "first": first, "second": second, "table": table, "parquet": parquet, "client": client}
 
