@@ -9,6 +9,8 @@ the same everywhere:
   rank takes its strided share, per-sample losses are reduced as ``sum * world_size / global_batch``
   and gradients averaged over the group (``sync_gradients``), so W workers at global batch B compute
   exactly what one worker computes (the gradient of the global mean), whatever the share sizes;
+- on augmented data (``ImageData.augmented``) every training batch gets the epoch's per-sample draw of
+  random resized crops + flips, indexed by sample so that it does not depend on the world size;
 - on CUDA every forward runs under bf16 autocast with channels_last inputs;
 - per-step losses stay on the device and cross the group and the host once per epoch.
 """
@@ -25,6 +27,9 @@ from torch import nn
 
 from camu.methods.base import MethodParams, Stopwatch, UnlearningMethod, UnlearnContext, UnlearnResult, trainable_copy
 from camu.runtime import autocast, global_batches, place_input, sync_batch_norm, sync_gradients
+
+
+TAG_AUGMENT = 97  # generator tag of the per-epoch augmentation draws
 
 
 def make_optimizer(parameters: Any, params: MethodParams, lr: float | None = None) -> torch.optim.Optimizer:
@@ -47,6 +52,8 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)  # method state that must survive a resume
     epoch: int = 0
     _losses: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    _crop_table: torch.Tensor | None = None
+    _crop_epoch: int = -1
 
     @property
     def device(self) -> torch.device:
@@ -68,9 +75,24 @@ class Run:
         """This rank's share of a global batch."""
         return self.ctx.shard.take(batch)
 
-    def stream(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(images, labels) of training samples, one local batch of indices at a time, on the device."""
-        for x, y in self.ctx.data.train.batches(index_batches, self.device):
+    def crops(self, epoch: int | None = None) -> torch.Tensor | None:
+        """This epoch's augmentation draw of every training sample (None when the data is not augmented):
+        rows indexed by sample, drawn from a generator shared by every rank."""
+        epoch = self.epoch if epoch is None else epoch
+        if not self.ctx.data.augmented:
+            return None
+        if self._crop_epoch != epoch:
+            self._crop_table, self._crop_epoch = self.ctx.data.crop_table(self.generator(TAG_AUGMENT, epoch)), epoch
+        return self._crop_table
+
+    def stream(self, index_batches: list[torch.Tensor], crops: list[torch.Tensor] | None = None,
+               augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) of training samples, one local batch of indices at a time, on the device.
+        On augmented data each sample gets this epoch's draw (``augment``), or the ``crops`` given per
+        batch (a draw a method keeps fixed); ``augment=False`` gives the evaluation view."""
+        if crops is None and augment and (table := self.crops()) is not None:
+            crops = [table[idx.cpu()] for idx in index_batches]
+        for x, y in self.ctx.data.train.batches(index_batches, self.device, crops):
             yield place_input(x, self.device), y
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ from camu.runtime import Shard, autocast, broadcast_module, global_batches, plac
 from camu.schema import Seed, StrictModel
 
 TrainCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
+AUGMENT_SEED = 1 << 40  # offset of the augmentation generators' seeds from the data-order ones
 
 
 class TrainRecipe(StrictModel):
@@ -44,6 +45,7 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
                      device: torch.device, shard: Shard | None = None, on_epoch: TrainCallback | None = None,
                      resume_state: dict[str, Any] | None = None, sync_batchnorm: bool = True) -> TrainStats:
     """Train ``model`` in place with Adam on ``source[indices]``; returns per-epoch mean losses.
+    An augmented source (``source.view.augment``) gets fresh random resized crops + flips every epoch.
 
     ``on_epoch(epoch, metrics, state)`` receives a resumable state (model, optimizer, epoch).
     """
@@ -66,8 +68,12 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
         g = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
         batches = [shard.take(indices[b]) for b in global_batches(len(indices), recipe.batch_size, g,
                                                                   min_size=shard.world_size)]
+        crops = None
+        if source.view.augment:  # one draw per sample and epoch, the same on every rank
+            table = source.view.draw(len(source), torch.Generator().manual_seed(recipe.seed * 7919 + epoch + AUGMENT_SEED))
+            crops = [table[b] for b in batches]
         total = torch.zeros((), device=device)
-        for x, y in source.batches(batches, device):
+        for x, y in source.batches(batches, device, crops):
             with autocast(device):
                 logits, _ = net(place_input(x, device))
             loss = cross_entropy(logits, y)

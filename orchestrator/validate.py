@@ -84,6 +84,18 @@ def _registry_errors(raw: dict[str, Any]) -> list[str]:
     return errors
 
 
+def _regime_errors(raw: dict[str, Any]) -> list[str]:
+    """The paper data regime feeds 224-px inputs: a ResNet with the 32-px CIFAR stem would run at 49x
+    the cost of the official ImageNet stem, and is not the official model."""
+    dataset, model = raw.get("dataset"), raw.get("model")
+    if not isinstance(dataset, dict) or not isinstance(model, dict) or dataset.get("setting") != "paper":
+        return []
+    if str(model.get("name", "")).startswith("resnet") and model.get("stem") == "cifar":
+        return ["model.stem: cifar is the 32-px stem, but dataset.setting: paper feeds 224-px images; "
+                "use stem: imagenet (or auto) as the official code, or dataset.setting: fast"]
+    return []
+
+
 # ----------------------------------------------------------------------------- plugins and methods
 def _plugin_errors(raw: dict[str, Any]) -> list[str]:
     plugins = raw.get("plugins")
@@ -271,7 +283,7 @@ def check_job(path: str | Path, check_data: bool = True, local: bool = True,
     resources, sweep, original = section(raw, "resources"), section(raw, "sweep"), section(raw, "original")
     methods = section(raw, "methods")
     registry_errors = _registry_errors(raw)
-    errors += registry_errors + _method_errors(raw, methods, original)
+    errors += registry_errors + _regime_errors(raw) + _method_errors(raw, methods, original)
     errors += _batch_errors(resources, original, methods)
     errors += _original_errors(original) + _storage_errors(section(raw, "storage"))
     if local:

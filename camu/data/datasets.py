@@ -10,13 +10,14 @@ import gzip
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
 from camu.data.sources import LazySource, Source, TensorSource
+from camu.data.views import ImageView
 from camu.registry import Registry
 from camu.schema import Seed, StrictModel
 
@@ -52,6 +53,16 @@ class ImageData:
         """Move in-memory splits to ``device`` once (GPU-resident data for datasets that fit)."""
         return ImageData(self.name, self.train.to(device), self.test.to(device), self.num_classes,
                          self.in_channels, self.image_size, self.class_names, self.mean, self.std)
+
+    @property
+    def augmented(self) -> bool:
+        """True when training batches are augmented (random resized crops + flips, ``camu.data.views``)."""
+        return self.train.view.augment
+
+    def crop_table(self, generator: torch.Generator) -> torch.Tensor | None:
+        """One augmentation draw per training sample (row = sample index), None when not augmented.
+        Drawn from a generator that depends only on (seed, tag, epoch), it is the same on every rank."""
+        return self.train.view.draw(len(self.train), generator) if self.augmented else None
 
     @property
     def has_pixels(self) -> bool:
@@ -157,6 +168,7 @@ class SyntheticOptions(DatasetOptions):
     image_size: int = Field(8, ge=4, le=1024)
     noise: float = Field(1.0, ge=0, le=1000, description="pixel noise around each class prototype")
     seed: Seed = 0
+    augment: bool = Field(False, description="random resized crops + flips on training batches (tests, benchmarks)")
 
 
 @register_dataset("synthetic", SyntheticOptions, "Gaussian blobs around class prototypes, any size (tests, benchmarks)")
@@ -165,11 +177,12 @@ def build_synthetic(opt: SyntheticOptions) -> ImageData:
     shape = (opt.channels, opt.image_size, opt.image_size)
     prototypes = torch.randn((opt.num_classes, *shape), generator=g)
 
-    def draw(n: int) -> TensorSource:
+    def draw(n: int, view: ImageView = ImageView()) -> TensorSource:
         labels = torch.randint(0, opt.num_classes, (n,), generator=g)
-        return TensorSource(prototypes[labels] + opt.noise * torch.randn((n, *shape), generator=g), labels)
+        return TensorSource(prototypes[labels] + opt.noise * torch.randn((n, *shape), generator=g), labels, view)
 
-    return ImageData("synthetic", draw(opt.num_train), draw(opt.num_test), opt.num_classes, opt.channels,
+    return ImageData("synthetic", draw(opt.num_train, ImageView(augment=opt.augment)), draw(opt.num_test),
+                     opt.num_classes, opt.channels,
                      (opt.image_size, opt.image_size), [str(i) for i in range(opt.num_classes)])
 
 
@@ -271,9 +284,38 @@ def build_fashion_mnist(opt: MnistOptions) -> ImageData:
 
 
 # ----------------------------------------------------------------------------- CIFAR
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PAPER_SIZE = 224  # the official CaMU code's input size for CIFAR and ImageNet-style data
+Setting = Literal["fast", "paper"]
+SETTING_HELP = ("fast: small inputs, no augmentation (what most unlearning papers run); paper: the official CaMU "
+                "regime, 224 px, ImageNet normalisation, RandomResizedCrop + horizontal flip on every training "
+                "batch (training, unlearning, shadows) - pair it with model.stem: imagenet")
+
+
 class CifarOptions(DatasetOptions):
     root: Path = Field(description="folder holding cifar-10-batches-py / cifar-100-python")
     download: bool = Field(False, description="download into root when missing")
+    setting: Setting = Field("fast", description=f"{SETTING_HELP}; fast keeps 32 px and CIFAR's own normalisation")
+    augment: bool | None = Field(None, description="override the setting's augmentation (default: on for paper)")
+
+
+def cifar_data(name: str, opt: CifarOptions, train: tuple[torch.Tensor, torch.Tensor],
+               test: tuple[torch.Tensor, torch.Tensor], classes: list[str], mean: tuple, std: tuple) -> ImageData:
+    """CIFAR ``ImageData`` from uint8 (N, 32, 32, 3) arrays and labels, in the option's setting: stored at
+    32 px either way; the paper setting views them at 224 px (a plain resize for evaluation, random
+    resized crops + flips for training) with ImageNet normalisation, as the official code."""
+    paper = opt.setting == "paper"
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if paper else (mean, std)
+    size = (PAPER_SIZE, PAPER_SIZE) if paper else None
+    augment = paper if opt.augment is None else opt.augment
+
+    def source(images: torch.Tensor, labels: torch.Tensor, view: ImageView) -> TensorSource:
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        return TensorSource(_normalise(x, mean, std), torch.as_tensor(labels), view)
+
+    return ImageData(name, source(*train, ImageView(size, augment=augment)), source(*test, ImageView(size)),
+                     len(classes), 3, size or (32, 32), list(classes), mean, std)
 
 
 def _cifar(name: str, opt: CifarOptions, mean: tuple, std: tuple) -> ImageData:
@@ -289,12 +331,8 @@ def _cifar(name: str, opt: CifarOptions, mean: tuple, std: tuple) -> ImageData:
             f"dataset.root: {name} not found under {root} (expected {root / folder}); "
             f"extract the python version of the archive there, or set dataset.download: true") from err
 
-    def source(ds) -> TensorSource:
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0
-        return TensorSource(_normalise(x, mean, std), torch.tensor(ds.targets))
-
-    train, test = (source(s) for s in splits)
-    return ImageData(name, train, test, len(splits[0].classes), 3, (32, 32), list(splits[0].classes), mean, std)
+    train, test = ((torch.from_numpy(s.data), torch.tensor(s.targets)) for s in splits)
+    return cifar_data(name, opt, train, test, list(splits[0].classes), mean, std)
 
 
 @register_dataset("cifar10", CifarOptions, "CIFAR-10 from a local root (download only if asked)")
@@ -308,15 +346,16 @@ def build_cifar100(opt: CifarOptions) -> ImageData:
 
 
 # ----------------------------------------------------------------------------- ImageNet-style trees
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 class ImageFolderOptions(DatasetOptions):
     root: Path = Field(description="tree root/train/<class>/*.JPEG and root/val/<class>/*.JPEG")
     classes: list[str] | None = Field(None, min_length=2, description="class folder names to keep (an ImageNet subset)")
     max_per_class: int | None = Field(None, ge=1, description="cap on training images per class")
-    image_size: int = Field(224, ge=16, le=1024)
+    image_size: int = Field(224, ge=16, le=1024, description="model input side in pixels")
     num_workers: int = Field(4, ge=0, le=256, description="DataLoader decode processes")
+    setting: Setting = Field("fast", description=f"{SETTING_HELP}; both decode each image to a square of "
+                                                 "image_size * 256/224 px; fast takes its centre crop of "
+                                                 "image_size once at decode time")
+    augment: bool | None = Field(None, description="override the setting's augmentation (default: on for paper)")
 
 
     @field_validator("classes")
@@ -327,11 +366,25 @@ class ImageFolderOptions(DatasetOptions):
         return classes
 
 
-def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None) -> tuple[LazySource, list[str]]:
+def _image_folder_views(opt: ImageFolderOptions) -> tuple[int, ImageView, ImageView]:
+    """(decoded side, train view, test view). Fast decodes the centre crop once; paper decodes the
+    resized square (ImageNet's 256 for 224) and crops per batch: the centre for evaluation, a random
+    resized crop + flip for training."""
+    resized = int(opt.image_size * 256 / 224)
+    augment = opt.setting == "paper" if opt.augment is None else opt.augment
+    if opt.setting == "fast":
+        return opt.image_size, ImageView(augment=augment), ImageView()
+    size, crop = (opt.image_size, opt.image_size), opt.image_size / resized
+    return resized, ImageView(size, crop, augment=augment), ImageView(size, crop)
+
+
+def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None,
+                        view: ImageView) -> tuple[LazySource, list[str]]:
     import torchvision
     from torchvision import transforms as T
 
-    tf = T.Compose([T.Resize(int(opt.image_size * 256 / 224)), T.CenterCrop(opt.image_size), T.ToTensor(),
+    side = _image_folder_views(opt)[0]
+    tf = T.Compose([T.Resize(int(opt.image_size * 256 / 224)), T.CenterCrop(side), T.ToTensor(),
                     T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     try:
         ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
@@ -350,7 +403,7 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None) ->
     ds.samples = ds.imgs = samples
     ds.targets = [s[1] for s in samples]
     ds.classes, ds.class_to_idx = list(keep), {c: i for i, c in enumerate(keep)}
-    return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers), list(keep)
+    return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view), list(keep)
 
 
 @register_dataset("imagefolder", ImageFolderOptions, "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
@@ -361,7 +414,8 @@ def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
             raise DataRootError(
                 f"dataset.root: expected {root / part}/<class>/<image> folders; lay the ImageNet train and "
                 f"val images out by class (e.g. with the usual valprep script) under {root}")
-    train, classes = _image_folder_split(root / "train", opt, opt.max_per_class)
-    test, _ = _image_folder_split(root / "val", opt, None)
+    _, train_view, test_view = _image_folder_views(opt)
+    train, classes = _image_folder_split(root / "train", opt, opt.max_per_class, train_view)
+    test, _ = _image_folder_split(root / "val", opt, None, test_view)
     return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes,
                      IMAGENET_MEAN, IMAGENET_STD)

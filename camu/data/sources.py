@@ -4,7 +4,9 @@ Two kinds exist. ``TensorSource`` holds the whole split as one normalised tensor
 moved to the GPU once (datasets that fit: digits, MNIST, CIFAR). ``LazySource`` wraps a torch
 ``Dataset`` that decodes files on demand (ImageNet-style trees); batches come from a
 multi-process ``DataLoader``. Both expose the labels as a tensor so that scenarios can be
-built without touching pixels.
+built without touching pixels, and both apply the split's ``ImageView`` to what they return: the
+evaluation view by default, per-sample random crops when a method passes them (training batches of
+an augmented dataset, see ``camu.data.views``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from camu.data.views import ImageView
+
+CropBatches = Sequence[torch.Tensor | None] | None  # per index batch: its (n, 5) crops, or None (evaluation view)
+
 
 @dataclass
 class TensorSource:
-    """A split held in memory: ``images`` (N, C, H, W) float, already normalised."""
+    """A split held in memory: ``images`` (N, C, H, W) float, already normalised, at their stored size."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    view: ImageView = ImageView()
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
@@ -33,19 +40,20 @@ class TensorSource:
 
     def to(self, device: torch.device | str) -> TensorSource:
         """A copy resident on ``device`` (one transfer; later batches are pure indexing)."""
-        return TensorSource(self.images.to(device), self.labels.to(device))
+        return TensorSource(self.images.to(device), self.labels.to(device), self.view)
 
-    def fetch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Images at ``indices`` on ``device``."""
+    def fetch(self, indices: torch.Tensor, device: torch.device, crops: torch.Tensor | None = None) -> torch.Tensor:
+        """Model inputs of the samples at ``indices`` on ``device``: the evaluation view, or ``crops``."""
         idx = indices.to(self.images.device)
-        return self.images.index_select(0, idx).to(device, non_blocking=True)
+        return self.view(self.images.index_select(0, idx).to(device, non_blocking=True), crops)
 
     def batches(
-        self, index_batches: Sequence[torch.Tensor], device: torch.device
+        self, index_batches: Sequence[torch.Tensor], device: torch.device, crops: CropBatches = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (images, labels) for each index batch, on ``device``."""
-        for idx in index_batches:
-            yield self.fetch(idx, device), self.labels.index_select(0, idx.to(self.labels.device)).to(device)
+        """Yield (images, labels) for each index batch, on ``device`` (``crops``: one entry per batch)."""
+        for i, idx in enumerate(index_batches):
+            yield (self.fetch(idx, device, crops[i] if crops is not None else None),
+                   self.labels.index_select(0, idx.to(self.labels.device)).to(device))
 
 
 class _IndexBatchSampler:
@@ -68,6 +76,7 @@ class LazySource:
     dataset: Dataset
     labels: torch.Tensor
     num_workers: int = 4
+    view: ImageView = ImageView()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -76,15 +85,15 @@ class LazySource:
         """Lazy sources stay on the host; batches are moved as they are produced."""
         return self
 
-    def fetch(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Images at ``indices`` on ``device`` (decoded in this process)."""
+    def fetch(self, indices: torch.Tensor, device: torch.device, crops: torch.Tensor | None = None) -> torch.Tensor:
+        """Model inputs of the samples at ``indices`` on ``device`` (decoded in this process)."""
         images = [self.dataset[int(i)][0] for i in indices.tolist()]
-        return torch.stack(images).to(device)
+        return self.view(torch.stack(images).to(device), crops)
 
     def batches(
-        self, index_batches: Sequence[torch.Tensor], device: torch.device
+        self, index_batches: Sequence[torch.Tensor], device: torch.device, crops: CropBatches = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (images, labels) per index batch, decoded by DataLoader workers."""
+        """Yield (images, labels) per index batch, decoded by DataLoader workers, viewed on ``device``."""
         loader = DataLoader(
             self.dataset,
             batch_sampler=_IndexBatchSampler(index_batches),
@@ -92,8 +101,9 @@ class LazySource:
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
-        for images, labels in loader:
-            yield images.to(device, non_blocking=True), labels.long().to(device, non_blocking=True)
+        for i, (images, labels) in enumerate(loader):
+            yield (self.view(images.to(device, non_blocking=True), crops[i] if crops is not None else None),
+                   labels.long().to(device, non_blocking=True))
 
 
 Source = TensorSource | LazySource

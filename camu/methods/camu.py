@@ -10,7 +10,10 @@ B partner-pool samples (x_s, y_s), then
        L_out = w_out_keep * CE(f(x_s), y_s) + w_out_forget * CE(f(x_f), y_cf)
 
 Efficiency: f0 is frozen and x_cf is fixed for an epoch, so the targets sm(f0.emb(.)) are computed
-once per pairing (once per run unless partners are redrawn), never per step. x_s and x_f share one
+once per pairing (once per run unless partners are redrawn), never per step. On augmented data (the
+paper regime) x_f and x_cf are fixed at one draw per pairing, as in the official code, so their targets
+stay once per pairing, while x_s is re-augmented every epoch and its target sm(f0.emb(x_s)) is then
+computed in the step, on the same augmented x_s the unlearned model sees. x_s and x_f share one
 forward pass when the model has no BatchNorm (batch statistics would otherwise couple them).
 Data parallel (``camu.loop``): each rank takes its share of the global batch; KL sums are scaled by
 the world size and cross-entropy means taken over the global batch, so averaged gradients equal the
@@ -112,10 +115,15 @@ def official_params(dataset: str, scenario_kind: str, family: str | None = None)
 
 
 class _Targets:
-    """Frozen-model targets for one pairing, indexed by tuple / pool position (kept on the device)."""
+    """Frozen-model targets for one pairing, indexed by tuple / pool position (kept on the device);
+    ``pool_rep`` is None on augmented data (x_s changes every epoch: its target is computed per step).
+    ``forget_crops`` / ``partner_crops``: the one augmentation draw of each tuple's x_f and of the
+    partner its x_cf is built from (None without augmentation)."""
 
-    def __init__(self, cf_rep: torch.Tensor, pool_rep: torch.Tensor, cf_label: torch.Tensor) -> None:
+    def __init__(self, cf_rep: torch.Tensor, pool_rep: torch.Tensor | None, cf_label: torch.Tensor,
+                 forget_crops: torch.Tensor | None = None, partner_crops: torch.Tensor | None = None) -> None:
         self.cf_rep, self.pool_rep, self.cf_label = cf_rep, pool_rep, cf_label
+        self.forget_crops, self.partner_crops = forget_crops, partner_crops
 
 
 @METHODS.register("camu", "CaMU (Shen et al. 2024): counterfactual representation + output alignment, two optimizers")
@@ -176,13 +184,19 @@ class Camu(UnlearningMethod):
         source = run.ctx.data.train
         index_device = source.images.device if hasattr(source, "images") else torch.device("cpu")
         forget_idx, pool_idx = pairing.forget.to(index_device), pairing.pool.to(index_device)
-        forget_stream = run.stream([forget_idx[b.to(index_device)] for b in local_t])
-        keep_stream = run.stream([pool_idx[b.to(index_device)] for b in local_k])
+        fixed = None if targets.forget_crops is None else [targets.forget_crops[run.local(b)] for b in tuple_batches]
+        forget_stream = run.stream([forget_idx[b.to(index_device)] for b in local_t], crops=fixed)
+        keep_stream = run.stream([pool_idx[b.to(index_device)] for b in local_k])  # x_s: this epoch's draw
         for t_dev, k_dev, b_t, b_k, (x_f, _), (x_s, y_s) in zip(local_t, local_k, tuple_batches, keep_batches,
                                                                  forget_stream, keep_stream):
+            if targets.pool_rep is not None:
+                keep_target = targets.pool_rep.index_select(0, k_dev)
+            else:  # augmented x_s: the frozen target of this very view
+                with torch.no_grad():
+                    keep_target = torch.softmax(run.forward(self.f0, x_s)[1].float(), dim=1)
             # [1] representation level: KL to the frozen targets, optimizer 1 (KL sums: the group total).
             (_, emb_s), (_, emb_f) = _forward_pair(run, x_s, x_f, self.together)
-            loss_rep = run.world * (params.w_rep_keep * kl_sum(targets.pool_rep.index_select(0, k_dev), emb_s)
+            loss_rep = run.world * (params.w_rep_keep * kl_sum(keep_target, emb_s)
                                     + params.w_rep_forget * kl_sum(targets.cf_rep.index_select(0, t_dev), emb_f))
             run.step(loss_rep, "rep")
             # [2] output level: forward recomputed after step 1, optimizer 2.
@@ -208,13 +222,20 @@ class Camu(UnlearningMethod):
     @staticmethod
     @torch.no_grad()
     def _targets(ctx: UnlearnContext, params: CamuParams, f0: nn.Module, pairing: Pairing, epoch: int) -> _Targets:
-        """One pass of f0 over every x_cf and every D_s sample (the only f0 forwards of the pairing)."""
+        """One pass of f0 over every x_cf and (without augmentation) every D_s sample: the only f0
+        forwards of the pairing. On augmented data x_f and the partner of x_cf get one draw each here."""
         device, source = ctx.device, ctx.data.train
         g = ctx.epoch_generator(2, epoch if params.redraw_partners else 0)
+        forget_crops = partner_crops = None
+        if ctx.data.augmented:
+            g_aug = ctx.epoch_generator(4, epoch if params.redraw_partners else 0)
+            forget_crops = source.view.draw(len(pairing.forget), g_aug)
+            partner_crops = source.view.draw(len(pairing.forget), g_aug)
         cf_rep, cf_soft, pool_rep = [], [], []
         for pos in torch.split(torch.arange(len(pairing.forget)), TARGET_BATCH):
-            x_s = source.fetch(pairing.partner[pos], device)
-            x_f = source.fetch(pairing.forget[pos], device) if params.mix > 0 else x_s
+            x_s = source.fetch(pairing.partner[pos], device, None if partner_crops is None else partner_crops[pos])
+            x_f = source.fetch(pairing.forget[pos], device, None if forget_crops is None else forget_crops[pos]) \
+                if params.mix > 0 else x_s
             noise = sample_noise(x_s.shape, params.noise, params.noise_scale, g, device)
             data = ctx.data  # x_cf is built in pixel units, then normalised like every input
             x_cf = data.from_pixels(counterfactual_images(data.to_pixels(x_s), data.to_pixels(x_f), noise, params.mix))
@@ -224,12 +245,13 @@ class Camu(UnlearningMethod):
             if params.label_policy == "soft":
                 y_f = ctx.data.train.labels[pairing.forget[pos].to(ctx.data.train.labels.device)].to(device)
                 cf_soft.append(soft_targets(logits, y_f))
-        for idx in torch.split(pairing.pool, TARGET_BATCH):
+        for idx in torch.split(pairing.pool, TARGET_BATCH) if forget_crops is None else ():
             with autocast(device):
                 _, emb = f0(place_input(source.fetch(idx, device), device))
             pool_rep.append(torch.softmax(emb.float(), dim=1))
         cf_label = torch.cat(cf_soft) if cf_soft else pairing.cf_label.to(device)
-        return _Targets(torch.cat(cf_rep), torch.cat(pool_rep), cf_label)
+        return _Targets(torch.cat(cf_rep), torch.cat(pool_rep) if pool_rep else None, cf_label,
+                        forget_crops, partner_crops)
 
 
 def _to_device_batches(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

@@ -117,11 +117,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dp_worker(rank: int, world: int, port: int, out: str) -> None:
+TINY = {"num_train": 160, "num_test": 40, "num_classes": 4, "image_size": 8, "seed": 3}
+
+
+def _dp_worker(rank: int, world: int, port: int, out: str, augment: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    tiny = load_dataset("synthetic", {"num_train": 160, "num_test": 40, "num_classes": 4, "image_size": 8, "seed": 3})
+    tiny = load_dataset("synthetic", {**TINY, "augment": augment})
     torch.manual_seed(0)
     model = build_model("mnist_cnn", {}, 1, 4, (8, 8))
     split = make_split("classes", {"classes": [1]}, tiny.train.labels, tiny.class_names, 0)
@@ -137,11 +140,14 @@ def _dp_worker(rank: int, world: int, port: int, out: str) -> None:
     os._exit(0)
 
 
-def test_two_gloo_workers_match_one_at_the_same_global_batch(tiny, tmp_path):
-    _, ctx = _toy(tiny)
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_two_gloo_workers_match_one_at_the_same_global_batch(augment, tmp_path):
+    # augmented: every sample's crop comes from a per-epoch table indexed by sample, so each rank's
+    # share of a global batch gets the crops one worker would have used
+    _, ctx = _toy(load_dataset("synthetic", {**TINY, "augment": augment}))
     single = run_method("camu", official_params("mnist", "classes"), ctx)
     out = str(tmp_path / "dp.pt")
-    mp.start_processes(_dp_worker, args=(2, _free_port(), out), nprocs=2, start_method="spawn")
+    mp.start_processes(_dp_worker, args=(2, _free_port(), out, augment), nprocs=2, start_method="spawn")
     dp = torch.load(out, weights_only=True)
     assert dp["history"]["loss_rep"] == pytest.approx(single.history["loss_rep"], rel=1e-3)
     for name, value in single.model.state_dict().items():

@@ -1,0 +1,95 @@
+"""How stored images become model inputs: an evaluation view and, for training, augmented views.
+
+The official CaMU code trains its CIFAR models (and unlearns them) at 224 px with
+``RandomResizedCrop(224)`` + ``RandomHorizontalFlip`` and evaluates on the plainly resized image. Here
+images stay stored small (CIFAR at 32 px, image folders decoded once to a square base size) and the
+view is applied per batch, on the batch's device, as one batched bilinear resampling
+(``affine_grid`` + ``grid_sample``): a whole-image box for evaluation, one random box (and flip) per
+sample for training.
+
+A *crop table* holds one draw per sample: ``(x0, y0, w, h, flip)`` with the box in fractions of the
+stored image. Drawing the table from a generator that depends only on (seed, tag, epoch) and indexing
+it by sample index makes the augmentation the same whatever the number of data-parallel workers, and
+lets a method keep one fixed draw for some samples (CaMU's x_f and x_cf) while others are re-augmented.
+Bilinear resampling commutes with the per-channel affine normalisation, so views are taken on
+normalised tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+CROP_FIELDS = 5  # x0, y0, w, h (fractions of the stored image), flip (0 or 1)
+ATTEMPTS = 10    # torchvision's RandomResizedCrop tries 10 boxes before falling back to a centre crop
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """The view of one split: output ``size`` (None: as stored), the side fraction of the centred box
+    the evaluation view keeps (``eval_crop``, e.g. 224/256 for ImageNet-style evaluation), and whether
+    training batches are augmented with random resized crops (area ``scale``, aspect ``ratio``) and
+    horizontal flips."""
+
+    size: tuple[int, int] | None = None
+    eval_crop: float = 1.0
+    augment: bool = False
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+
+    @property
+    def is_identity(self) -> bool:
+        """True when evaluation inputs are the stored images themselves."""
+        return self.size is None and self.eval_crop == 1.0
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` random-resized-crop draws (n, 5) as torchvision samples them: area fraction uniform in
+        ``scale``, log aspect ratio uniform in ``ratio``, the first of 10 attempts that fits, else the
+        largest centred box of the nearest allowed aspect; flip with probability 1/2."""
+        area = torch.empty(n, ATTEMPTS).uniform_(*self.scale, generator=generator)
+        log_ratio = torch.empty(n, ATTEMPTS).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
+                                                      generator=generator)
+        aspect = torch.exp(log_ratio)
+        w, h = torch.sqrt(area * aspect), torch.sqrt(area / aspect)  # fractions of a square stored image
+        fits = (w <= 1.0) & (h <= 1.0)
+        first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1))
+        pick = first.clamp(min=0).unsqueeze(1)
+        w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+        fallback = first < 0
+        w = torch.where(fallback, torch.ones(n), w)
+        h = torch.where(fallback, torch.ones(n), h)
+        ux, uy = torch.rand(n, generator=generator), torch.rand(n, generator=generator)
+        flip = (torch.rand(n, generator=generator) < 0.5).float()
+        return torch.stack([ux * (1 - w), uy * (1 - h), w, h, flip], dim=1)
+
+    def eval_boxes(self, n: int) -> torch.Tensor:
+        """The evaluation view's draws: the centred ``eval_crop`` box, never flipped."""
+        c = self.eval_crop
+        return torch.tensor([(1 - c) / 2, (1 - c) / 2, c, c, 0.0]).expand(n, CROP_FIELDS)
+
+    def __call__(self, images: torch.Tensor, crops: torch.Tensor | None = None) -> torch.Tensor:
+        """Model inputs from stored ``images`` (N, C, H, W): the evaluation view, or the given crops."""
+        if crops is None:
+            if self.is_identity:
+                return images
+            crops = self.eval_boxes(len(images))
+        size = self.size or tuple(images.shape[-2:])
+        return resample(images, crops.to(images.device, torch.float32), size)
+
+
+def resample(images: torch.Tensor, crops: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each image's box (fractions of the image), flipped where asked, resized to ``size`` bilinearly
+    (pixel-centre convention: a whole-image box at the stored size returns the image unchanged)."""
+    x0, y0, w, h, flip = crops.unbind(1)
+    sign = 1.0 - 2.0 * flip
+    theta = torch.zeros(len(images), 2, 3, device=images.device, dtype=torch.float32)
+    theta[:, 0, 0] = w * sign
+    theta[:, 0, 2] = 2 * x0 + w - 1
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = 2 * y0 + h - 1
+    grid = F.affine_grid(theta, [len(images), images.shape[1], *size], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(images.dtype)
