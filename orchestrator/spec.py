@@ -229,6 +229,10 @@ class ResourcesSpec(Strict):
     start_attempts: int = Field(3, ge=1, le=100, description="attempts to start a run's worker group (each waits up to "
                                                              "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, default 60 s) "
                                                              "before the run fails for lack of resources")
+    checkpoint_interval_s: float = Field(
+        30.0, ge=0, le=86400, description="seconds of training between checkpoints of a run (0: every epoch); a "
+                                          "crashed worker or a resumed job redoes at most this much work, and "
+                                          "short epochs no longer pay a checkpoint each")
     sync_batchnorm: bool = Field(True, description="with several workers, BatchNorm uses the statistics of the whole "
                                                    "global batch (as one worker would), not each rank's share")
     lr_scaling: Literal["none", "linear"] = Field(

@@ -108,7 +108,8 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     tracker.log_params(run_id, {"recipe": recipe, "dataset": base["dataset"], "model": base["model"],
                                 "resources": spec.resources.model_dump()})
     config = {**base, "recipe": recipe, "split_path": split_path, "tracking_uri": ctx.uri, "run_id": run_id,
-              "out_dir": str(cached.folder), "sync_batchnorm": spec.resources.sync_batchnorm}
+              "out_dir": str(cached.folder), "sync_batchnorm": spec.resources.sync_batchnorm,
+              "checkpoint_interval_s": spec.resources.checkpoint_interval_s}
     PROGRESS.start_task(f"training {label}", recipe.get("epochs"))
     if explicit:
         np.save(cached.folder / "indices.npy", indices.numpy().astype(np.int64))
@@ -170,6 +171,7 @@ def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child:
                           seed=seed, scenario_kind=sc.kind, oracle_metrics={}, oracle_seconds=oracle.train_seconds,
                           objective=spec.sweep.objective, evaluation=spec.evaluation,
                           lr_scaling=spec.resources.lr_scaling, sync_batchnorm=spec.resources.sync_batchnorm,
+                          checkpoint_interval_s=spec.resources.checkpoint_interval_s,
                           tracking_uri=ctx.uri, trial_hook=ctx.trial_hook,
                           plugins=list(spec.plugins))
     evaluated = _evaluate(ctx, worker, {"original": original.weights, "oracle": oracle.weights})

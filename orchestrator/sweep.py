@@ -115,7 +115,7 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
     final = read_final_metrics(out_dir)
     if final:  # the whole trial as the driver saw it; "other" is what none of the worker's parts covers
         total = time.time() - started
-        parts = sum(v for k, v in final.items() if k.startswith("time.")) + driver_logging
+        parts = sum(v for k, v in final.items() if k.startswith("time.") and k.count(".") == 1) + driver_logging
         tracker.log_metrics(run_id, {"time.total": total, "time.driver_logging": driver_logging,
                                      "time.other": max(0.0, total - parts)})
     tracker.end(run_id, "FINISHED")

@@ -42,6 +42,7 @@ class WorkerConfig(Wire):
     privacy_path: str | None = None  # the per-example fit of this split (npz: mu/sd in/out, oracle phi)
     lr_scaling: str = "none"
     sync_batchnorm: bool = True
+    checkpoint_interval_s: float = 30.0  # seconds between the checkpoints a run attaches to its epoch reports
     tracking_uri: str
     trial_hook: str | None = None  # "module:function[:argument]" called at the start of every trial (tests)
     plugins: list[str] = Field(default_factory=list)  # the job's plugin modules, imported before the registries

@@ -102,6 +102,23 @@ TRAIN = Channel()
 CHECKPOINT_PREFIX = "camu-ckpt-"
 
 
+class CheckpointClock:
+    """Says when an epoch report should carry a checkpoint: once ``interval_s`` seconds have passed since
+    the last one (or since training began); every epoch when the interval is 0. Writing and handing a
+    checkpoint to Ray each epoch cost more than short epochs themselves."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self.interval_s <= 0 or now - self.last >= self.interval_s:
+            self.last = now
+            return True
+        return False
+
+
 def remove_stale_checkpoint_folders() -> int:
     """Remove this node's temporary checkpoint folders left by processes that were killed mid-report
     (Tune stopping a trial kills its workers; their ``finally`` never runs). Returns how many."""
@@ -148,11 +165,12 @@ def supervised_worker(cfg: dict[str, Any]) -> None:
     indices = training_indices(cfg, len(data.train))
     model = new_model(cfg, data, recipe.seed)
     tracker = Tracker(cfg["tracking_uri"]) if TRAIN.rank() == 0 else None
+    clock = CheckpointClock(cfg.get("checkpoint_interval_s", 0.0))
 
     def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any]) -> None:
         if tracker is not None:
             tracker.log_metrics(cfg["run_id"], metrics, step=epoch)
-        TRAIN.report({"epoch": epoch, **metrics}, state)
+        TRAIN.report({"epoch": epoch, **metrics}, state if clock.due() else None)
 
     stats = train_classifier(model, data.train, indices, recipe, device, Shard.current(), on_epoch, TRAIN.resume_state(),
                              sync_batchnorm=cfg.get("sync_batchnorm", True))
@@ -264,13 +282,19 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     oracle, obj = wcfg.oracle_metrics, wcfg.objective
     sel_oracle = {k[4:]: v for k, v in oracle.items() if k.startswith("sel_")} or oracle
 
+    clock = CheckpointClock(wcfg.checkpoint_interval_s)
+
     def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any], model: torch.nn.Module) -> None:
-        quick = _quick_metrics(model, data, sets, device) if shard.is_main else {}
+        with timings("epoch_reports.quick_metrics"):
+            quick = _quick_metrics(model, data, sets, device) if shard.is_main else {}
         report = {**metrics, **{f"epoch_{k}": v for k, v in quick.items()}}
         if quick:  # the cheap objective early stopping reads: selection part, no MIA
             _, report[OBJECTIVE] = objective(quick, sel_oracle, obj.ra_max_drop, 1e9, obj.penalty, ("ra", "fa", "ta"))
-            tracker.log_metrics(cfg.run_id, report, step=epoch)
-        channel.report({"epoch": epoch, **report}, state)
+            with timings("epoch_reports.logging"):
+                tracker.log_metrics(cfg.run_id, report, step=epoch)
+        due = clock.due()  # only rank 0 attaches the state (Channel.report)
+        with timings("epoch_reports.checkpoint" if due else "epoch_reports.report"):
+            channel.report({"epoch": epoch, **report}, state if due else None)
 
     resume_state = channel.resume_state()
     if resume_state is not None and tracker is not None:

@@ -26,7 +26,8 @@ JOB = {
     "scenarios": [{"name": "half", "kind": "random", "fraction": 0.5}],
     "methods": [{"name": "camu", "params": {"epochs": 12}, "sweep": {"space": {"lr_out": {"loguniform": [3e-4, 3e-3]}}}}],
     "sweep": {"search": "random", "num_samples": 3, "max_concurrent_trials": 1},
-    "resources": {"num_workers": 2, "cpus_per_worker": 1, "worker_max_failures": 2},
+    "resources": {"num_workers": 2, "cpus_per_worker": 1, "worker_max_failures": 2,
+                  "checkpoint_interval_s": 0},  # a checkpoint every epoch: the kill lands after one
     "tracking": {"experiment": "faults"},
     "device": "cpu",
 }

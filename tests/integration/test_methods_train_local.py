@@ -58,6 +58,11 @@ def test_one_epoch_in_train_local_mode(name, shared):
     parts = {f"time.{p}" for p in ("worker_start", "data_load", "unlearn", "epoch_reports", "evaluation", "logging")}
     assert parts <= set(final) and final["time.unlearn"] == final["unlearn_seconds"]
     assert all(final[p] >= 0 for p in parts)
+    # the epoch report's own parts; one short epoch is far below the 30 s checkpoint interval: no checkpoint
+    sub = {k: v for k, v in final.items() if k.startswith("time.epoch_reports.")}
+    assert {"time.epoch_reports.quick_metrics", "time.epoch_reports.logging", "time.epoch_reports.report"} == set(sub)
+    assert sum(sub.values()) <= final["time.epoch_reports"] + 1e-6
+    assert not list((tmp / "storage").glob(f"local-{name}/**/checkpoint_*"))
     history = tracker.client.get_metric_history(run_id, "epoch_fa")
     assert [m.step for m in history] == [0]  # the one epoch was reported
     assert tracker.client.get_run(run_id).data.params["data_parallel.world_size"] == "1"

@@ -98,3 +98,17 @@ def test_a_sweep_saved_by_an_older_version_resumes(capsys):
     restored._status([], quiet=False)
     assert restored.total == 0 and restored.best == float("inf")
     assert "trials: 0 done" in capsys.readouterr().out
+
+
+def test_checkpoint_clock_attaches_a_checkpoint_once_per_interval(monkeypatch):
+    from orchestrator import workers
+
+    now = [100.0]
+    monkeypatch.setattr(workers.time, "monotonic", lambda: now[0])
+    every_epoch, interval = workers.CheckpointClock(0), workers.CheckpointClock(30)
+    due = []
+    for t in (105.0, 120.0, 131.0, 140.0, 162.0):  # epoch ends
+        now[0] = t
+        due.append((every_epoch.due(), interval.due()))
+    assert [d[0] for d in due] == [True] * 5
+    assert [d[1] for d in due] == [False, False, True, False, True]  # 31 s after the start, then 31 s later
