@@ -1,6 +1,8 @@
 """Device placement, mixed precision and data-parallel plumbing (pure torch.distributed).
 
-On CUDA every forward runs under bf16 autocast with channels_last tensors; on CPU both are off.
+Image models and batches are channels_last on every device (on CUDA, faster convolutions under bf16;
+on CPU, oneDNN's convolutions and max-pooling: 1.4x faster training and 2x faster inference of the
+paper's CNN on this project's 2-core box); bf16 autocast is on for CUDA only.
 ``Shard`` describes this process's place in a data-parallel group: each global batch is split
 by rank so that W workers at global batch B see exactly the samples one worker would.
 """
@@ -33,17 +35,20 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+CHANNELS_LAST = True  # the memory format of image models and batches (benchmarks/memory_format.py flips it)
+
+
 def place_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device``; channels_last on CUDA (faster convolutions under bf16)."""
-    if device.type == "cuda":
+    """Move ``model`` to ``device`` with its 4-d weights channels_last (see the module docstring)."""
+    if CHANNELS_LAST:
         return model.to(device=device, memory_format=torch.channels_last)
-    return model.to(device)
+    return model.to(device=device, memory_format=torch.contiguous_format)
 
 
 def place_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Match ``place_model``'s memory format for image batches."""
-    if device.type == "cuda" and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last if CHANNELS_LAST else torch.contiguous_format)
     return x
 
 

@@ -18,7 +18,7 @@ JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").rglob("*.yaml"))
 def test_there_are_jobs():
     names = {p.name for p in JOBS}
     assert {"quickstart.yaml", "mnist_class.yaml", "mnist_random.yaml", "cifar10_class.yaml", "cifar10_random.yaml",
-            "imagenet_subset.yaml"} <= names
+            "cifar10_paper.yaml", "imagenet_subset.yaml", "mnist_imagefolder.yaml"} <= names
 
 
 def _overrides(path: Path, tmp_path: Path) -> tuple[list[str], bool]:
@@ -32,8 +32,9 @@ def _overrides(path: Path, tmp_path: Path) -> tuple[list[str], bool]:
     if dataset == "imagefolder":
         from PIL import Image
 
+        classes = raw["dataset"].get("classes") or [str(i) for i in range(10)]  # no class list: MNIST digits
         for part in ("train", "val"):
-            for cls in raw["dataset"]["classes"]:
+            for cls in classes:
                 (tmp_path / part / cls).mkdir(parents=True)
                 for i in range(2):
                     Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / part / cls / f"{i}.png")
