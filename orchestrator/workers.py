@@ -277,7 +277,8 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     tracker = Tracker.shared(wcfg.tracking_uri) if shard.is_main else None
     if tracker is not None:
         with timings("logging"):
-            tracker.log_params(cfg.run_id, _data_parallel_params(cfg.method, params, wcfg, shard))
+            tracker.log_params(cfg.run_id, {**_data_parallel_params(cfg.method, params, wcfg, shard),
+                                            "data.augmented": data.augmented})
     sets = evaluation_sets(forget, retain, len(data.test), wcfg.seed, wcfg.evaluation.selection_fraction)
     oracle, obj = wcfg.oracle_metrics, wcfg.objective
     sel_oracle = {k[4:]: v for k, v in oracle.items() if k.startswith("sel_")} or oracle

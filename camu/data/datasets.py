@@ -147,6 +147,7 @@ DIGITS_MEAN, DIGITS_STD = (0.30,), (0.38,)
 class DigitsOptions(DatasetOptions):
     test_size: float = Field(0.25, gt=0, lt=1, description="fraction of the 1,797 images held out as test")
     seed: Seed = Field(0, description="seed of the train/test split")
+    augment: bool = Field(False, description="random resized crops + flips on training batches (tests)")
 
 
 @register_dataset("digits", DigitsOptions, "scikit-learn's bundled 8x8 digits (1,797 images, offline)")
@@ -157,6 +158,7 @@ def build_digits(opt: DigitsOptions) -> ImageData:
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = _normalise(images, DIGITS_MEAN, DIGITS_STD)
     train, test = _resplit(images, torch.tensor(bunch.target), opt.test_size, opt.seed)
+    train.view = ImageView(augment=opt.augment)
     return ImageData("digits", train, test, 10, 1, (8, 8), [str(i) for i in range(10)], DIGITS_MEAN, DIGITS_STD)
 
 

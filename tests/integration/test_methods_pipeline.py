@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 JOB = {
     "name": "two",
     "plugins": ["tests.throwaway_method"],
-    "dataset": {"name": "digits"},
+    "dataset": {"name": "digits", "augment": True},  # the augmented regime's wiring, job file to trial
     "model": {"name": "mnist_cnn"},
     "original": {"recipe": {"epochs": 3, "batch_size": 64}},
     "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]}],
@@ -101,6 +101,7 @@ def test_mlflow_record_names_the_method(job):
     assert all(t.data.tags["camu.method"] in ("throwaway", "finetune") for t in trials)
     for t in trials:  # where each trial's time went, on every trial run
         assert {"time.total", "time.other", "time.unlearn", "time.evaluation", "time.logging"} <= set(t.data.metrics)
+        assert t.data.params["data.augmented"] == "True"  # the data the trial's worker built is the job's
     best = [t for t in trials if t.data.tags.get("camu.is_best") == "true"]
     assert sorted(t.data.tags["camu.method"] for t in best) == ["finetune", "finetune", "throwaway", "throwaway"]
     for method in ("throwaway", "finetune"):
