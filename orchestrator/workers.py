@@ -53,10 +53,18 @@ def _device(cfg: dict[str, Any]) -> torch.device:
         return resolve_device("auto")
 
 
+_LOADED: dict[str, ImageData] = {}  # this process's last dataset: reused trial processes load it once
+
+
 def load_data(cfg: dict[str, Any], device: torch.device) -> ImageData:
-    """The job's dataset; in-memory splits are moved to the GPU once (GPU-resident data)."""
-    data = load_dataset(cfg["dataset"]["name"], cfg["dataset"]["options"])
-    return data.to(device) if device.type == "cuda" else data
+    """The job's dataset; in-memory splits are moved to the GPU once (GPU-resident data). A process that
+    runs trial after trial (Tune reuses in-process trial drivers) keeps the last dataset it loaded."""
+    key = json.dumps([cfg["dataset"], str(device)], sort_keys=True, default=str)
+    if key not in _LOADED:
+        data = load_dataset(cfg["dataset"]["name"], cfg["dataset"]["options"])
+        _LOADED.clear()
+        _LOADED[key] = data.to(device) if device.type == "cuda" else data
+    return _LOADED[key]
 
 
 def new_model(cfg: dict[str, Any], data: ImageData, seed: int) -> torch.nn.Module:

@@ -15,6 +15,7 @@ from typing import Generic, Literal, TypeVar
 import numpy as np
 import torch
 from pydantic import Field, field_validator
+from torch.utils.data import DataLoader
 
 from camu.data.sources import LazySource, Source, TensorSource
 from camu.data.views import ImageView
@@ -348,6 +349,9 @@ def build_cifar100(opt: CifarOptions) -> ImageData:
 
 
 # ----------------------------------------------------------------------------- ImageNet-style trees
+IN_MEMORY_LIMIT = 2 << 30  # bytes of decoded float32 images below which an image folder is held in memory
+
+
 class ImageFolderOptions(DatasetOptions):
     root: Path = Field(description="tree root/train/<class>/*.JPEG and root/val/<class>/*.JPEG")
     classes: list[str] | None = Field(None, min_length=2, description="class folder names to keep (an ImageNet subset)")
@@ -358,7 +362,9 @@ class ImageFolderOptions(DatasetOptions):
                                                  "image_size * 256/224 px; fast takes its centre crop of "
                                                  "image_size once at decode time")
     augment: bool | None = Field(None, description="override the setting's augmentation (default: on for paper)")
-
+    in_memory: bool | Literal["auto"] = Field(
+        "auto", description="decode every image once into memory (auto: when the decoded splits take at most "
+                            f"{IN_MEMORY_LIMIT >> 30} GiB), instead of decoding files at every pass")
 
     @field_validator("classes")
     @classmethod
@@ -380,8 +386,15 @@ def _image_folder_views(opt: ImageFolderOptions) -> tuple[int, ImageView, ImageV
     return resized, ImageView(size, crop, augment=augment), ImageView(size, crop)
 
 
+def _decoded(source: LazySource, batch_size: int = 256) -> TensorSource:
+    """Every image of a lazy split decoded once (by its DataLoader workers) into one in-memory tensor."""
+    loader = DataLoader(source.dataset, batch_size=batch_size, num_workers=source.num_workers)
+    images = torch.cat([x for x, _ in loader]) if len(source) else torch.empty(0)
+    return TensorSource(images, source.labels, source.view)
+
+
 def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None,
-                        view: ImageView) -> tuple[LazySource, list[str]]:
+                        view: ImageView) -> tuple[Source, list[str]]:
     import torchvision
     from torchvision import transforms as T
 
@@ -405,7 +418,11 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None,
     ds.samples = ds.imgs = samples
     ds.targets = [s[1] for s in samples]
     ds.classes, ds.class_to_idx = list(keep), {c: i for i, c in enumerate(keep)}
-    return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view), list(keep)
+    lazy = LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view)
+    decoded_bytes = len(lazy) * 3 * side * side * 4
+    if opt.in_memory is True or (opt.in_memory == "auto" and decoded_bytes <= IN_MEMORY_LIMIT):
+        return _decoded(lazy), list(keep)
+    return lazy, list(keep)
 
 
 @register_dataset("imagefolder", ImageFolderOptions, "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")

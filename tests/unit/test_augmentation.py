@@ -98,7 +98,8 @@ def test_cifar_settings(setting):
     assert overridden.augmented == (setting == "fast")
 
 
-def test_image_folder_paper_setting(tmp_path):
+@pytest.mark.parametrize("in_memory", [False, True], ids=["decoded-per-pass", "in-memory"])
+def test_image_folder_paper_setting(tmp_path, in_memory):
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -107,16 +108,20 @@ def test_image_folder_paper_setting(tmp_path):
             (tmp_path / part / cls).mkdir(parents=True)
             for i in range(3):
                 Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / part / cls / f"{i}.png")
-    fast = load_dataset("imagefolder", {"root": str(tmp_path), "image_size": 28, "num_workers": 0})
-    paper = load_dataset("imagefolder", {"root": str(tmp_path), "image_size": 28, "num_workers": 0, "setting": "paper"})
+    common = {"root": str(tmp_path), "image_size": 28, "num_workers": 0, "in_memory": in_memory}
+    fast = load_dataset("imagefolder", common)
+    paper = load_dataset("imagefolder", {**common, "setting": "paper"})
     assert not fast.augmented and paper.augmented
+    assert type(paper.train).__name__ == ("TensorSource" if in_memory else "LazySource")
+    lazy = load_dataset("imagefolder", {**common, "setting": "paper", "in_memory": False})
+    assert torch.equal(paper.train.fetch(torch.arange(6), CPU), lazy.train.fetch(torch.arange(6), CPU))
     idx = torch.arange(4)
     # the paper setting decodes the 32 px square and takes its 28 px centre: what fast decodes at once
     assert torch.allclose(paper.test.fetch(idx, CPU), fast.test.fetch(idx, CPU), atol=1e-4)
     crops = paper.train.view.draw(4, torch.Generator().manual_seed(1))
     augmented = paper.train.fetch(idx, CPU, crops)
     assert augmented.shape == (4, 3, 28, 28) and not torch.allclose(augmented, paper.train.fetch(idx, CPU))
-    batches = list(paper.train.batches([idx], CPU, [crops]))  # the DataLoader path applies the same draw
+    batches = list(paper.train.batches([idx], CPU, [crops]))  # the batch path applies the same draw
     assert torch.allclose(batches[0][0], augmented, atol=1e-5)
 
 

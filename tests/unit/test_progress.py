@@ -112,3 +112,16 @@ def test_checkpoint_clock_attaches_a_checkpoint_once_per_interval(monkeypatch):
         due.append((every_epoch.due(), interval.due()))
     assert [d[0] for d in due] == [True] * 5
     assert [d[1] for d in due] == [False, False, True, False, True]  # 31 s after the start, then 31 s later
+
+
+def test_a_process_keeps_the_dataset_it_loaded_for_its_next_trials():
+    import torch
+
+    from orchestrator import workers
+
+    cfg = {"dataset": {"name": "digits", "options": {"seed": 1}}}
+    first = workers.load_data(cfg, torch.device("cpu"))
+    assert workers.load_data(cfg, torch.device("cpu")) is first  # a reused trial process: loaded once
+    other = workers.load_data({"dataset": {"name": "digits", "options": {"seed": 2}}}, torch.device("cpu"))
+    assert other is not first and not torch.equal(other.train.labels, first.train.labels)
+    assert len(workers._LOADED) == 1  # only the last dataset is kept
