@@ -11,7 +11,9 @@ where teacher_y is the incompetent teacher for forget samples and the competent 
 and KL_mean is torch's ``kl_div`` with its default element-wise mean (as the reference). The data of an
 epoch is D_f plus a random ``retain_fraction`` of D_r (reference: 30%), shuffled together. Reference run:
 Adam lr 1e-4, 1 epoch, batch 256, T = 1.
-Search space: lr in [1e-6, 1e-3] (log), epochs in [1, 5], temperature in [1, 4], retain_fraction in [0.1, 1].
+Search space: lr in [1e-6, 1e-2] (log: five decades; on mnist10k class removal the 4-trial sweep of the
+narrower [1e-6, 1e-3] stopped at FA 5% with lr 8e-4, short of the oracle's 0), epochs in [1, 5], temperature in
+[1, 4], retain_fraction in [0.1, 1].
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class BadTeacher(UnlearningMethod):
     presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 1e-4, "epochs": 1, "batch_size": 256,
                                                                   "temperature": 1.0, "retain_fraction": 0.3,
                                                                   "optimizer": "adam"}}
-    space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-3]}, "epochs": {"randint": [1, 5]},
+    space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-2]}, "epochs": {"randint": [1, 5]},
                                        "temperature": {"uniform": [1.0, 4.0]},
                                        "retain_fraction": {"uniform": [0.1, 1.0]}}
 
