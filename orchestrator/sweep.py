@@ -79,7 +79,10 @@ def search_algorithm(sweep: SweepSpec, space: dict[str, Any], evaluated: list[tu
 
 
 def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
-    if sweep.scheduler == "asha":
+    """ASHA over epoch reports, or None. A method whose trials end at or before the grace period (unrolling
+    SGD's single epoch) gets none: ASHA's only rung would fall after its unlearning, where stopping saves
+    nothing but the final evaluation and loses the trial."""
+    if sweep.scheduler == "asha" and max_epochs > sweep.grace_period:
         from ray.tune.schedulers import ASHAScheduler
 
         # every epoch is one report; the final evaluation adds one more

@@ -41,6 +41,9 @@ def test_domains_and_asha():
     asha = scheduler(SweepSpec(scheduler="asha", grace_period=2, reduction_factor=3), max_epochs=8)
     assert asha._max_t == 9 and asha._reduction_factor == 3  # every epoch reports, plus the final evaluation
     assert scheduler(SweepSpec(), 8) is None
+    # one-epoch trials (unrolling SGD): the only rung would come after unlearning, so no early stopping
+    assert scheduler(SweepSpec(scheduler="asha", grace_period=1), max_epochs=1) is None
+    assert scheduler(SweepSpec(scheduler="asha", grace_period=1), max_epochs=2) is not None
 
 
 def test_gpu_packing_places_n_trials_per_gpu():
