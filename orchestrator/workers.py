@@ -40,7 +40,24 @@ from orchestrator.selection import OBJECTIVE, objective, score
 from orchestrator.tracking import Tracker
 from orchestrator.trial import TrialConfig, WorkerConfig
 
-QUICK_SAMPLE = 2000  # retained / test samples scored after every CaMU epoch
+QUICK_SAMPLE = 512  # retained and test samples (each) of the per-epoch objective, besides all of the selection D_f
+QUICK_SHARE = 0.05  # the per-epoch objective may take at most this share of a trial's unlearning time
+
+
+class QuickBudget:
+    """Whether an epoch computes the per-epoch objective afresh: always the first time, then while the time
+    spent on it stays within ``share`` of the unlearning time so far. Methods with epochs far shorter than
+    an evaluation (CaMU's 2-s epochs on MNIST) would otherwise spend a fifth of a trial on it; in between,
+    Tune sees the last value, so ASHA decides on an objective at most a few short epochs old."""
+
+    def __init__(self, share: float) -> None:
+        self.share, self.spent, self.cost = share, 0.0, None
+
+    def due(self, unlearn_seconds: float) -> bool:
+        return self.cost is None or self.spent + self.cost <= self.share * unlearn_seconds
+
+    def charge(self, seconds: float) -> None:
+        self.spent, self.cost = self.spent + seconds, seconds
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -293,12 +310,20 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
 
     clock = CheckpointClock(wcfg.checkpoint_interval_s)
 
+    budget, last_objective = QuickBudget(QUICK_SHARE), [float("nan")]
+
     def on_epoch(epoch: int, metrics: dict[str, float], state: dict[str, Any], model: torch.nn.Module) -> None:
-        with timings("epoch_reports.quick_metrics"):
-            quick = _quick_metrics(model, data, sets, device) if shard.is_main else {}
-        report = {**metrics, **{f"epoch_{k}": v for k, v in quick.items()}}
-        if quick:  # the cheap objective early stopping reads: selection part, no MIA
-            _, report[OBJECTIVE] = objective(quick, sel_oracle, obj.ra_max_drop, 1e9, obj.penalty, ("ra", "fa", "ta"))
+        report = dict(metrics)
+        if shard.is_main and budget.due(state.get("unlearn_seconds", 0.0)):
+            start = time.perf_counter()
+            with timings("epoch_reports.quick_metrics"):
+                quick = _quick_metrics(model, data, sets, device)
+            budget.charge(time.perf_counter() - start)
+            report.update({f"epoch_{k}": v for k, v in quick.items()})
+            # the cheap objective early stopping reads: selection part, no MIA
+            _, last_objective[0] = objective(quick, sel_oracle, obj.ra_max_drop, 1e9, obj.penalty, ("ra", "fa", "ta"))
+        if shard.is_main:
+            report[OBJECTIVE] = last_objective[0]
             with timings("epoch_reports.logging"):
                 tracker.log_metrics(cfg.run_id, report, step=epoch)
         due = clock.due()  # only rank 0 attaches the state (Channel.report)

@@ -125,3 +125,19 @@ def test_a_process_keeps_the_dataset_it_loaded_for_its_next_trials():
     other = workers.load_data({"dataset": {"name": "digits", "options": {"seed": 2}}}, torch.device("cpu"))
     assert other is not first and not torch.equal(other.train.labels, first.train.labels)
     assert len(workers._LOADED) == 1  # only the last dataset is kept
+
+
+def test_the_per_epoch_objective_stays_within_its_share_of_unlearning_time():
+    from orchestrator.workers import QuickBudget
+
+    budget, computed = QuickBudget(0.05), []
+    unlearn = 0.0
+    for epoch in range(60):  # 2-s epochs, 0.4 s per evaluation: every epoch would cost 20%
+        unlearn += 2.0
+        if budget.due(unlearn):
+            budget.charge(0.4)
+            computed.append(epoch)
+    assert computed[0] == 0 and budget.spent <= 0.05 * unlearn + 0.4  # the first is always fresh
+    assert 5 <= len(computed) <= 16 and computed[-1] >= 50  # spread over the whole run, not only at its start
+    long_epochs = QuickBudget(0.05)
+    assert all(long_epochs.due(40.0 * (e + 1)) and long_epochs.charge(0.4) is None for e in range(10))  # always fresh
