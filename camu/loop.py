@@ -90,8 +90,9 @@ class Run:
         """(images, labels) of training samples, one local batch of indices at a time, on the device.
         On augmented data each sample gets this epoch's draw (``augment``), or the ``crops`` given per
         batch (a draw a method keeps fixed); ``augment=False`` gives the evaluation view."""
-        if crops is None and augment and (table := self.crops()) is not None:
-            crops = [table[idx.cpu()] for idx in index_batches]
+        if crops is None and augment and (table := self.crops()) is not None and index_batches:
+            table = table.to(index_batches[0].device)  # index where the indices live: no per-step host sync
+            crops = [table.index_select(0, idx) for idx in index_batches]
         for x, y in self.ctx.data.train.batches(index_batches, self.device, crops):
             yield place_input(x, self.device), y
 

@@ -184,7 +184,7 @@ class Camu(UnlearningMethod):
         source = run.ctx.data.train
         index_device = source.images.device if hasattr(source, "images") else torch.device("cpu")
         forget_idx, pool_idx = pairing.forget.to(index_device), pairing.pool.to(index_device)
-        fixed = None if targets.forget_crops is None else [targets.forget_crops[run.local(b)] for b in tuple_batches]
+        fixed = None if targets.forget_crops is None else [targets.forget_crops.index_select(0, t) for t in local_t]
         forget_stream = run.stream([forget_idx[b.to(index_device)] for b in local_t], crops=fixed)
         keep_stream = run.stream([pool_idx[b.to(index_device)] for b in local_k])  # x_s: this epoch's draw
         for t_dev, k_dev, b_t, b_k, (x_f, _), (x_s, y_s) in zip(local_t, local_k, tuple_batches, keep_batches,
@@ -251,7 +251,7 @@ class Camu(UnlearningMethod):
             pool_rep.append(torch.softmax(emb.float(), dim=1))
         cf_label = torch.cat(cf_soft) if cf_soft else pairing.cf_label.to(device)
         return _Targets(torch.cat(cf_rep), torch.cat(pool_rep) if pool_rep else None, cf_label,
-                        forget_crops, partner_crops)
+                        None if forget_crops is None else forget_crops.to(device), partner_crops)
 
 
 def _to_device_batches(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
