@@ -82,7 +82,8 @@ class Run:
         if not self.ctx.data.augmented:
             return None
         if self._crop_epoch != epoch:
-            self._crop_table, self._crop_epoch = self.ctx.data.crop_table(self.generator(TAG_AUGMENT, epoch)), epoch
+            train = self.ctx.data.train
+            self._crop_table, self._crop_epoch = train.view.draw(len(train), self.generator(TAG_AUGMENT, epoch)), epoch
         return self._crop_table
 
     def stream(self, index_batches: list[torch.Tensor], crops: list[torch.Tensor] | None = None,

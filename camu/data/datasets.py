@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from torch.utils.data import DataLoader
 
 from camu.data.sources import LazySource, Source, TensorSource
-from camu.data.views import ImageView
+from camu.data.views import PLAIN_VIEW, ImageView
 from camu.registry import Registry
 from camu.schema import Seed, StrictModel
 
@@ -59,11 +59,6 @@ class ImageData:
     def augmented(self) -> bool:
         """True when training batches are augmented (random resized crops + flips, ``camu.data.views``)."""
         return self.train.view.augment
-
-    def crop_table(self, generator: torch.Generator) -> torch.Tensor | None:
-        """One augmentation draw per training sample (row = sample index), None when not augmented.
-        Drawn from a generator that depends only on (seed, tag, epoch), it is the same on every rank."""
-        return self.train.view.draw(len(self.train), generator) if self.augmented else None
 
     @property
     def has_pixels(self) -> bool:
@@ -180,7 +175,7 @@ def build_synthetic(opt: SyntheticOptions) -> ImageData:
     shape = (opt.channels, opt.image_size, opt.image_size)
     prototypes = torch.randn((opt.num_classes, *shape), generator=g)
 
-    def draw(n: int, view: ImageView = ImageView()) -> TensorSource:
+    def draw(n: int, view: ImageView = PLAIN_VIEW) -> TensorSource:
         labels = torch.randint(0, opt.num_classes, (n,), generator=g)
         return TensorSource(prototypes[labels] + opt.noise * torch.randn((n, *shape), generator=g), labels, view)
 
@@ -374,16 +369,16 @@ class ImageFolderOptions(DatasetOptions):
         return classes
 
 
-def _image_folder_views(opt: ImageFolderOptions) -> tuple[int, ImageView, ImageView]:
-    """(decoded side, train view, test view). Fast decodes the centre crop once; paper decodes the
-    resized square (ImageNet's 256 for 224) and crops per batch: the centre for evaluation, a random
-    resized crop + flip for training."""
+def _image_folder_views(opt: ImageFolderOptions) -> tuple[int, int, ImageView, ImageView]:
+    """(resized side, decoded side, train view, test view). Every image is resized to ImageNet's 256 for
+    224; fast decodes its centre crop once, paper decodes the resized square and crops per batch: the
+    centre for evaluation, a random resized crop + flip for training."""
     resized = int(opt.image_size * 256 / 224)
     augment = opt.setting == "paper" if opt.augment is None else opt.augment
     if opt.setting == "fast":
-        return opt.image_size, ImageView(augment=augment), ImageView()
+        return resized, opt.image_size, ImageView(augment=augment), ImageView()
     size, crop = (opt.image_size, opt.image_size), opt.image_size / resized
-    return resized, ImageView(size, crop, augment=augment), ImageView(size, crop)
+    return resized, resized, ImageView(size, crop, augment=augment), ImageView(size, crop)
 
 
 def _decoded(source: LazySource, batch_size: int = 256) -> TensorSource:
@@ -393,13 +388,12 @@ def _decoded(source: LazySource, batch_size: int = 256) -> TensorSource:
     return TensorSource(images, source.labels, source.view)
 
 
-def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None,
+def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None, resized: int, side: int,
                         view: ImageView) -> tuple[Source, list[str]]:
     import torchvision
     from torchvision import transforms as T
 
-    side = _image_folder_views(opt)[0]
-    tf = T.Compose([T.Resize(int(opt.image_size * 256 / 224)), T.CenterCrop(side), T.ToTensor(),
+    tf = T.Compose([T.Resize(resized), T.CenterCrop(side), T.ToTensor(),
                     T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     try:
         ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
@@ -433,8 +427,8 @@ def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
             raise DataRootError(
                 f"dataset.root: expected {root / part}/<class>/<image> folders; lay the ImageNet train and "
                 f"val images out by class (e.g. with the usual valprep script) under {root}")
-    _, train_view, test_view = _image_folder_views(opt)
-    train, classes = _image_folder_split(root / "train", opt, opt.max_per_class, train_view)
-    test, _ = _image_folder_split(root / "val", opt, None, test_view)
+    resized, side, train_view, test_view = _image_folder_views(opt)
+    train, classes = _image_folder_split(root / "train", opt, opt.max_per_class, resized, side, train_view)
+    test, _ = _image_folder_split(root / "val", opt, None, resized, side, test_view)
     return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes,
                      IMAGENET_MEAN, IMAGENET_STD)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from camu.data.views import ImageView
+from camu.data.views import PLAIN_VIEW, ImageView
 
 CropBatches = Sequence[torch.Tensor | None] | None  # per index batch: its (n, 5) crops, or None (evaluation view)
 
@@ -28,7 +28,7 @@ class TensorSource:
 
     images: torch.Tensor
     labels: torch.Tensor
-    view: ImageView = ImageView()
+    view: ImageView = PLAIN_VIEW
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
@@ -76,7 +76,7 @@ class LazySource:
     dataset: Dataset
     labels: torch.Tensor
     num_workers: int = 4
-    view: ImageView = ImageView()
+    view: ImageView = PLAIN_VIEW
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -48,7 +48,8 @@ class ImageView:
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` random-resized-crop draws (n, 5) as torchvision samples them: area fraction uniform in
         ``scale``, log aspect ratio uniform in ``ratio``, the first of 10 attempts that fits, else the
-        largest centred box of the nearest allowed aspect; flip with probability 1/2."""
+        whole image (stored images are square, so torchvision's fallback box is the whole image); flip
+        with probability 1/2."""
         area = torch.empty(n, ATTEMPTS).uniform_(*self.scale, generator=generator)
         log_ratio = torch.empty(n, ATTEMPTS).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]),
                                                       generator=generator)
@@ -78,6 +79,9 @@ class ImageView:
             crops = self.eval_boxes(len(images))
         size = self.size or tuple(images.shape[-2:])
         return resample(images, crops.to(images.device, torch.float32), size)
+
+
+PLAIN_VIEW = ImageView()  # the stored images as they are, never augmented
 
 
 def resample(images: torch.Tensor, crops: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -117,13 +117,11 @@ def official_params(dataset: str, scenario_kind: str, family: str | None = None)
 class _Targets:
     """Frozen-model targets for one pairing, indexed by tuple / pool position (kept on the device);
     ``pool_rep`` is None on augmented data (x_s changes every epoch: its target is computed per step).
-    ``forget_crops`` / ``partner_crops``: the one augmentation draw of each tuple's x_f and of the
-    partner its x_cf is built from (None without augmentation)."""
+    ``forget_crops``: the one augmentation draw of each tuple's x_f (None without augmentation)."""
 
     def __init__(self, cf_rep: torch.Tensor, pool_rep: torch.Tensor | None, cf_label: torch.Tensor,
-                 forget_crops: torch.Tensor | None = None, partner_crops: torch.Tensor | None = None) -> None:
-        self.cf_rep, self.pool_rep, self.cf_label = cf_rep, pool_rep, cf_label
-        self.forget_crops, self.partner_crops = forget_crops, partner_crops
+                 forget_crops: torch.Tensor | None = None) -> None:
+        self.cf_rep, self.pool_rep, self.cf_label, self.forget_crops = cf_rep, pool_rep, cf_label, forget_crops
 
 
 @METHODS.register("camu", "CaMU (Shen et al. 2024): counterfactual representation + output alignment, two optimizers")
@@ -251,7 +249,7 @@ class Camu(UnlearningMethod):
             pool_rep.append(torch.softmax(emb.float(), dim=1))
         cf_label = torch.cat(cf_soft) if cf_soft else pairing.cf_label.to(device)
         return _Targets(torch.cat(cf_rep), torch.cat(pool_rep) if pool_rep else None, cf_label,
-                        None if forget_crops is None else forget_crops.to(device), partner_crops)
+                        None if forget_crops is None else forget_crops.to(device))
 
 
 def _to_device_batches(batches: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
