@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import yaml
+from orchestrator.identity import experiment_name
 
 
 def job(trials: int, method: str, concurrency: int, scheduler: str, budget: float | None, epochs: int,
@@ -66,7 +67,7 @@ def _trial_runs(db: Path) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
-    exp = client.get_experiment_by_name("scale")
+    exp = client.get_experiment_by_name(experiment_name("scale", "owner"))
     runs, token = [], None
     while True:
         page = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'", max_results=1000, page_token=token)

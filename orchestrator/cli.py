@@ -76,7 +76,9 @@ app = typer.Typer(cls=GuardedGroup, add_completion=False, no_args_is_help=True, 
 def _options(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of every error")] = False) -> None:
     """CaMU machine unlearning on Ray (Train + Tune), tracked in MLflow."""
     from orchestrator.progress import quiet_libraries
+    from orchestrator.secrets import install_redacting_filter
 
+    install_redacting_filter()  # before any library logs: URIs with user:password@ never reach a log line
     quiet_libraries()
 
 
@@ -208,6 +210,13 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
            no_check: Annotated[bool, typer.Option("--no-check", help="with --address: skip the preflight job that "
                                                                       "checks the cluster can run camu-orch")] = False,
            ui_url: UiUrlOption = None,
+           allow_unauthenticated: Annotated[bool, typer.Option(
+               "--allow-unauthenticated", help="with --address: submit even to a cluster without token "
+                                               "authentication (only for a throwaway test cluster on loopback)")] = False,
+           forward_credentials: Annotated[bool, typer.Option(
+               "--forward-credentials", help="with --address: send MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN (and a "
+                                             "URI with user:password@) in the job's runtime_env, readable by every "
+                                             "token holder of the cluster; better: set them on the nodes")] = False,
            ) -> None:
     """Run a job: original, oracle, CaMU sweep per scenario, all tracked in MLflow.
 
@@ -223,26 +232,33 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
     if address is None:
         _run(job, None, overrides)
         return
-    _submit_remote(job, address, overrides or [], wait, check=not no_check)
+    _submit_remote(job, address, overrides or [], wait, check=not no_check,
+                   allow_unauthenticated=allow_unauthenticated, forward_credentials=forward_credentials)
 
 
-def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool, check: bool = True) -> None:
+def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool, check: bool = True,
+                   allow_unauthenticated: bool = False, forward_credentials: bool = False) -> None:
+    import tempfile
+
     from orchestrator import remote
     from orchestrator.validate import check_job
 
     checked = check_job(job, check_data=False, local=False, overrides=overrides)
-    for warning in remote.transport_warnings(address):
+    warnings = remote.transport_warnings(address) + remote.require_authentication(address, allow_unauthenticated)
+    for warning in warnings + remote.credential_warnings(checked.spec, forward_credentials):
         err_console.print(f"warning: {warning}", style="yellow", markup=False)
     remote.check_cluster(address)
     client = remote.client(address)
-    submission = remote.build_submission(checked.spec, job, overrides)
-    if check:
-        console.print("checking that the cluster can run camu-orch (preflight job; --no-check skips it)", markup=False)
-        remote.preflight(client, submission)
-    try:
-        submission_id = remote.submit_with_retry(client, submission)
-    except RuntimeError as err:
-        _fail(f"--address: could not submit to {address}: {err}")
+    with tempfile.TemporaryDirectory(prefix="camu-upload-") as staging:  # uploaded by the first submit below
+        submission = remote.build_submission(checked.spec, job, overrides, Path(staging), forward_credentials)
+        if check:
+            console.print("checking that the cluster can run camu-orch (preflight job; --no-check skips it)",
+                          markup=False)
+            remote.preflight(client, submission)
+        try:
+            submission_id = remote.submit_with_retry(client, submission)
+        except RuntimeError as err:
+            _fail(f"--address: could not submit to {address}: {err}")
     console.print(f"submitted {submission_id} to {address}", markup=False)
     console.print(f"follow it: camu-orch logs {submission_id} --follow --address {address}", markup=False)
     if wait:
@@ -250,19 +266,19 @@ def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool, ch
 
 
 def _follow(address: str, submission_id: str) -> int:
-    """Stream a job's logs until it ends; the exit code says how it ended."""
+    """Stream a job's logs until it ends (a head that stops answering ends it with exit 2); the exit
+    code says how the job ended."""
     import asyncio
 
     from orchestrator import remote
 
     client = remote.client(address)
 
-    async def tail() -> None:
-        async for chunk in client.tail_job_logs(submission_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+    def write(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
 
-    asyncio.run(tail())
+    asyncio.run(remote.follow_logs(client, submission_id, write))
     status = str(client.get_job_status(submission_id).value)
     console.print(f"{submission_id}: {status}", markup=False)
     return 0 if status == "SUCCEEDED" else 1
@@ -357,6 +373,8 @@ def _print_outcome(outcome, start: float) -> None:
     console.print(f"\ndone in {time.perf_counter() - start:.1f}s", markup=False)
     console.print(f"MLflow experiment: {outcome.experiment_name} (id {outcome.experiment_id})", markup=False)
     console.print(f"parent run id:     {outcome.parent_run_id}", markup=False)
+    if outcome.stored:
+        console.print(f"stored:            {outcome.stored}", markup=False)
     for scenario, model_uri in outcome.registered.items():
         console.print(f"best model ({scenario}): {model_uri}", markup=False)
     if outcome.report_path:
@@ -375,10 +393,18 @@ def _print_outcome(outcome, start: float) -> None:
 
 
 @app.command()
-def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or parent run id")],
-           tracking_uri: TrackingOption = None, ui_url: UiUrlOption = None) -> None:
+def resume(ident: Annotated[str, typer.Argument(help="job name (your newest job run of that name) or parent run id")],
+           tracking_uri: TrackingOption = None, ui_url: UiUrlOption = None,
+           accept_owner: Annotated[str | None, typer.Option(
+               "--accept-owner", help="resume a job run of this other owner (its job file's plugins are imported "
+                                      "here): only for a colleague's job you trust")] = None,
+           allow_code_change: Annotated[bool, typer.Option(
+               "--allow-code-change", help="resume with code other than the code that started the job (its finished "
+                                           "and new trials then come from different code)")] = False,
+           ) -> None:
     """Continue an interrupted job: finished stages and trials are not redone, unfinished trials continue
-    from their last checkpoint, and the MLflow run tree is continued, not duplicated.
+    from their last checkpoint, and the MLflow run tree is continued, not duplicated. Each sweep is rebuilt
+    from the job file and the MLflow record; no saved sweep state is ever unpickled.
 
     Example: camu-orch resume quickstart
     """
@@ -387,7 +413,8 @@ def resume(ident: Annotated[str, typer.Argument(help="job name (newest run) or p
     def start():
         from orchestrator.pipeline import resume_job
 
-        return resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"))
+        return resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"),
+                          accept_owner=accept_owner, allow_code_change=allow_code_change)
 
     _execute(start)
 
@@ -400,9 +427,14 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
             by: Annotated[By | None, typer.Option("--by", help="method: one row per (scenario, method), "
                                                                   "mean +- std over seeds")] = None,
             ui_url: UiUrlOption = None,
+            check: Annotated[bool, typer.Option("--check", help="check the job's expect: targets: one row per "
+                                                                "target (measured mean +- std, PASS/FAIL); exit 1 "
+                                                                "when one is missed")] = False,
             ) -> None:
     """Print a job's summary: one row per (scenario, method, trial, seed), or with --by method one row
     per (scenario, method): its chosen configuration (and its preset) as mean +- std over the seeds.
+    With --check: the job's expect: targets against what it measured; exit 0 when all are met, 1 when
+    one is missed.
 
     Example: camu-orch results quickstart --by method
     """
@@ -411,12 +443,16 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
     from orchestrator.tracking import open_store
 
     _use_ui_url(ui_url)
+    if check and (format != Format.table or output is not None):
+        _fail("--check prints the targets as a table; drop --format and --output")
     if output is not None and not output.parent.is_dir():
         _fail(f"--output: folder {output.parent} does not exist; create it or write elsewhere")
     if format == Format.parquet and output is None:
         _fail("--format parquet: give -o FILE (Parquet is binary)")
     tracker = open_store(tracking_uri)
     run, table = load_summary(tracker, ident)
+    if check:
+        raise typer.Exit(_check_targets(tracker, run, table))
     render = None
     if by == By.method:
         table, render = by_method(table), render_by_method
@@ -427,6 +463,21 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
         links = links_for(tracker.uri, run.info.experiment_id)
         job = run.data.tags.get("camu.job", ident)
         sys.stdout.write(f"\nbest trials in the MLflow UI: {links.best_trials(job)}\n")
+
+
+def _check_targets(tracker: Any, run: Any, table: Any) -> int:
+    """Print the job's expect: targets against its summary; the exit code (0 all met, 1 one missed)."""
+    from orchestrator import expectations
+    from orchestrator.results import by_method
+
+    targets = expectations.read_targets(tracker, run.info.run_id)
+    job = run.data.tags.get("camu.job", run.info.run_id)
+    if not targets:
+        sys.stdout.write(f"job {job} has no expect: targets; nothing to check\n")
+        return 0
+    checked = expectations.evaluate(targets, by_method(table))
+    sys.stdout.write(expectations.render_check(checked) + "\n" + expectations.met_line(checked) + "\n")
+    return expectations.exit_code(checked)
 
 
 @app.command()

@@ -47,15 +47,31 @@ def check_cluster_resources(spec: JobSpec) -> None:
 
 
 def check_storage(spec: JobSpec) -> None:
-    """On a multi-node cluster, checkpoints and cached models must live where every node can read them."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) < 2 or spec.storage.shared:
-        return
+    """Where a job writes must suit what writes it: Ray Train/Tune checkpoints (``storage.path``) may go to
+    object storage, but the model cache and the job folders (``storage.cache_dir``, and ``storage.path``
+    when it is a folder) are read as files, so they are folders, which on a multi-node cluster every node
+    must mount (``storage.shared: true``)."""
+    from orchestrator.spec import storage_scheme
+
+    storage = spec.storage
     errors = []
-    for name, value in (("storage.path", spec.storage.path), ("storage.cache_dir", spec.storage.cache_dir)):
-        if not value or "://" not in value:
-            errors.append(f"{name}: {value or 'the default (a folder on the driver node)'} is node-local but the cluster "
-                          f"has {len(nodes)} nodes; use shared storage (s3://..., an NFS path with storage.shared: true)")
+    if storage.cache_dir is not None and storage_scheme(storage.cache_dir) not in ("", "file"):
+        errors.append(f"storage.cache_dir: {storage_scheme(storage.cache_dir)}:// is not a folder; the model cache and "
+                      f"job folders are read as files: give a folder every node mounts (with storage.shared: true)")
+    if storage.object_storage and storage.cache_dir is None:
+        errors.append("storage.cache_dir: required when storage.path is object storage: the model cache and job "
+                      "folders need a folder every node can read; set it (with storage.shared: true on a cluster)")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) >= 2 and not storage.shared:
+        where = f"the cluster has {len(nodes)} nodes"
+        if not storage.object_storage:
+            errors.append(f"storage.path: {storage.path or 'the default (a folder on the driver node)'} is node-local "
+                          f"but {where}; use object storage (s3://..., gs://...) or a folder every node mounts (NFS) "
+                          f"with storage.shared: true")
+        if not any(e.startswith("storage.cache_dir") for e in errors):
+            errors.append(f"storage.cache_dir: {storage.cache_dir or 'the default (a folder on the driver node)'} is "
+                          f"node-local but {where}; give a folder every node mounts (NFS) and set storage.shared: true "
+                          f"(object storage cannot hold the model cache and job folders)")
     if errors:
         raise JobSpecError("storage", errors)
 

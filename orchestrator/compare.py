@@ -20,12 +20,12 @@ from typing import Any
 from camu.methods import METHODS
 from orchestrator import results
 from orchestrator.methods import PRESET_TRIAL, base_params, other_presets, preset_name, search_space
-from orchestrator.naming import content_hash
+from orchestrator.naming import content_hash, trial_key
 from orchestrator.progress import PROGRESS, say, stage
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import MethodSpec, ScenarioSpec
 from orchestrator.stages import JobRun, References
-from orchestrator.sweep import read_final_metrics, run_sweep, run_trial
+from orchestrator.sweep import run_sweep, run_trial
 from orchestrator.trial import SweepContext
 
 
@@ -35,7 +35,8 @@ def _context(ctx: JobRun, sc: ScenarioSpec, method: str, ref: References, child:
                         experiment_id=ctx.experiment_id, scenario_run_id=child,
                         scope_key=content_hash([ctx.parent, sc.name, method]), storage_path=ctx.storage,
                         out_root=str(ctx.job_dir / "trials" / sc.name), resources=ctx.spec.resources,
-                        base_params=params, worker=ref.worker)
+                        base_params=params, worker=ref.worker, run_tags=ctx.run_tags,
+                        keep_all_weights=ctx.spec.storage.keep_weights == "all")
 
 
 def _space_max_epochs(space: dict[str, Any], params: dict[str, Any]) -> int:
@@ -79,7 +80,31 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
             chosen = trial_id
         say(f"    {spec.name} best candidate {trial_id}: objective {_fmt(objectives)} vs preset {_fmt(preset_objectives)}")
     results.mark_chosen(rows, sc.name, spec.name, chosen)
+    _retain(ctx, first, rows, sc.name, spec.name, chosen)
     say(f"    {spec.name}: chosen configuration {chosen}")
+
+
+def _retain(ctx: JobRun, first: SweepContext, rows: list[dict[str, Any]], scenario: str, method: str,
+            chosen: str) -> None:
+    """``storage.keep_weights: chosen``: the chosen sweep trial's weights go to MLflow now that it is known
+    (presets and replicates logged theirs), and the other sweep trials' local weights are deleted."""
+    if first.keep_all_weights:
+        return
+    for row in rows:
+        if (row["scenario"], row["method"], row["seed"]) != (scenario, method, first.seed) or \
+                row["trial_id"] == PRESET_TRIAL or not row["run_id"]:
+            continue
+        weights = Path(first.out_root) / method / f"seed{first.seed}" / row["trial_id"] / "weights.safetensors"
+        if not weights.is_file():
+            continue
+        if row["trial_id"] == chosen:
+            ctx.tracker.log_artifact(row["run_id"], weights, "model")
+        elif _is_sweep_trial(ctx, row["run_id"]):
+            weights.unlink()
+
+
+def _is_sweep_trial(ctx: JobRun, run_id: str) -> bool:
+    return "camu.sweep" in ctx.tracker.run(run_id).data.tags
 
 
 def _run(ctx: SweepContext, params: dict[str, Any], trial_id: str, scenario: str, method: str,
@@ -99,17 +124,14 @@ def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, para
     job = ctx.spec
     if job.sweep.num_samples == 0 or not any(isinstance(v, dict) for v in space.values()):
         return []
-    grid = run_sweep(first, job.sweep, space, _space_max_epochs(space, params),
-                     f"{job.name}-{first.scope_key}-s{first.seed}", evaluated=evaluated)
+    trials = run_sweep(first, job.sweep, space, _space_max_epochs(space, params),
+                       f"{job.name}-{first.scope_key}-s{first.seed}", evaluated=evaluated, tracker=ctx.tracker)
     finished = []
-    for res in grid:
-        trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
-        out_dir = f"{first.out_root}/{method}/seed{first.seed}/{trial_id}"
-        metrics = res.metrics if (res.metrics or {}).get("final") else read_final_metrics(out_dir)
-        trial_params = {**params, **(res.config or {})}
-        run_id = ctx.tracker.find_run(ctx.experiment_id, {"camu.key": f"{first.scope_key}:{trial_id}@{first.seed}"})
-        row = results.trial_row(sc.name, method, first.seed, trial_id, metrics, run_id, trial_params,
-                                failed=res.error is not None)
+    for trial in trials:
+        trial_id, trial_params = trial.trial_id, {**params, **trial.config}
+        run_id = ctx.tracker.find_run(ctx.experiment_id, {"camu.key": trial_key(first.scope_key, f"{trial_id}@{first.seed}")})
+        row = results.trial_row(sc.name, method, first.seed, trial_id, trial.metrics, run_id, trial_params,
+                                failed=trial.failed)
         rows.append(row)
         if row["status"] == "finished" and math.isfinite(row["objective"]):
             finished.append((row["objective"], trial_id, trial_params))

@@ -60,7 +60,7 @@ def _classify_one(exc: BaseException) -> Failure | None:
 
     if isinstance(exc, JobSpecError):
         return Failure(INPUT_ERROR, str(exc))
-    if isinstance(exc, ResourceUnavailableError):
+    if isinstance(exc, ResourceUnavailableError) or _is(exc, "orchestrator.tracking", "ParamChanged"):
         return Failure(JOB_FAILED, str(exc))
     if _is(exc, "ray.train", "TrainingFailedError") or _is(exc, "ray.tune.error", "TuneError") \
             or _is(exc, "ray.exceptions", "RayError"):

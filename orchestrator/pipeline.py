@@ -28,6 +28,9 @@ from camu.weights import load_weights
 from orchestrator import results
 from orchestrator.cluster import check_cluster_resources, check_storage, ensure_ray
 from orchestrator.compare import compare_method
+from orchestrator.identity import (CODE_HASH_TAG, OWNER_TAG, code_hash, experiment_name, owner, registered_model_name,
+                                   run_identity_tags)
+from orchestrator.liveness import DriverHeartbeat, close_if_driver_gone, driver_tags
 from orchestrator.naming import content_hash
 from orchestrator.placement import PlacementGroupReaper
 from orchestrator.progress import PROGRESS, quiet_libraries, say, stage
@@ -38,8 +41,6 @@ from orchestrator.tracking import Tracker, closing_runs, default_tracking_uri, f
 from orchestrator.uris import tracking_uri_problem
 from orchestrator.validate import CheckedJob
 from orchestrator.workers import new_model, remove_stale_checkpoint_folders
-
-TRIAL_HOOK_ENV = "CAMU_ORCH_TRIAL_HOOK"  # "module:function[:argument]" run at every trial's start (tests)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class JobOutcome:
     report_path: Path | None = None   # the comparison report (also logged to the parent run)
     report_url: str | None = None     # ... as the MLflow UI shows it
     report_error: str | None = None   # why there is no report (the job itself succeeded)
+    stored: str = ""                  # how much the job stored, and where
 
 
 def _scenario(ctx: JobRun, index: int, original: Any, rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -61,7 +63,8 @@ def _scenario(ctx: JobRun, index: int, original: Any, rows: list[dict[str, Any]]
     spec, tracker = ctx.spec, ctx.tracker
     sc = spec.scenarios[index]
     child = tracker.find_or_create_run(ctx.experiment_id, sc.name,
-                                       {"camu.role": "scenario", "camu.scenario": sc.name, "camu.job": spec.name},
+                                       {"camu.role": "scenario", "camu.scenario": sc.name, "camu.job": spec.name,
+                                        **ctx.run_tags},
                                        key=f"{ctx.parent}:{sc.name}", parent=ctx.parent)
     ctx.runs.append(child)
     tracker.log_params(child, {"scenario": {"name": sc.name, "kind": sc.kind, **_jsonable(sc.options)},
@@ -99,7 +102,8 @@ def _register(ctx: JobRun, scenario: str, method: str, child: str, rows: list[di
     weights = ctx.job_dir / "trials" / scenario / method / f"seed{best['seed']}" / best["trial_id"] / "weights.safetensors"
     model = load_weights(new_model(data_config(spec), ctx.data, 0), weights)
     example = ctx.data.test.fetch(torch.arange(2), torch.device("cpu")).numpy()
-    name = f"{spec.tracking.registered_model or 'camu-' + spec.name}-{scenario}-{method}"
+    name = registered_model_name(spec.tracking.registered_model or f"camu-{spec.name}", spec.tracking.namespace,
+                                 scenario, method)
     _, version = ctx.tracker.log_and_register_model(
         best["run_id"], results.LogitsOnly(model.eval()), example, weights, name,
         {"camu.scenario": scenario, "camu.method": method, "camu.trial_id": best["trial_id"], "camu.job": spec.name})
@@ -114,11 +118,15 @@ def _register(ctx: JobRun, scenario: str, method: str, child: str, rows: list[di
 
 # ----------------------------------------------------------------------------- the job
 def resume_job(ident: str, tracking_uri: str | None = None, address: str | None = None,
-               workdir: str | Path | None = None) -> JobOutcome:
-    """Continue an interrupted job (by name, newest first, or parent run id): the same job file (as
-    recorded in its parent run) and the same submission, so finished stages are reused (model cache,
-    finished trials), unfinished Tune trials continue from their last Train checkpoint, and the MLflow
-    run tree is continued rather than duplicated."""
+               workdir: str | Path | None = None, accept_owner: str | None = None,
+               allow_code_change: bool = False) -> JobOutcome:
+    """Continue an interrupted job (by name among the caller's own job runs, or by parent run id): the
+    same job file (as recorded in its parent run) and the same submission, so finished stages are reused
+    (model cache, finished trials), unfinished trials continue from their last Train checkpoint, and the
+    MLflow run tree is continued rather than duplicated. Nothing pickled is read: each sweep is rebuilt
+    from the job spec and the MLflow record (``sweep.recorded_trials``). Another owner's job is refused
+    unless ``accept_owner`` names that owner (its job file's plugins would be imported here), and so is
+    a job whose code differs from this camu-orch's unless ``allow_code_change``."""
     from orchestrator.validate import check_job
 
     tracker = open_store(tracking_uri or default_tracking_uri(workdir))
@@ -126,6 +134,7 @@ def resume_job(ident: str, tracking_uri: str | None = None, address: str | None 
     submission = parent.data.tags.get("camu.submission")
     if not submission:
         raise LookupError(f"run {parent.info.run_id} is not a camu-orch job run")
+    _check_resumable(tracker, parent, accept_owner, allow_code_change)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             job_file = tracker.download(parent.info.run_id, "job.yaml", tmp)
@@ -133,15 +142,34 @@ def resume_job(ident: str, tracking_uri: str | None = None, address: str | None 
             raise LookupError(f"run {parent.info.run_id} has no job.yaml artifact ({str(err)[:200]}), so its job "
                               f"cannot be resumed; submit the job file again") from None
         checked = check_job(job_file, check_data=True, local=address is None)
-    # the recorded job.yaml has its credentials redacted: the store is the one being resumed from
-    checked.spec.tracking.uri = tracker.uri
     say(f"resuming job {checked.spec.name} (submission {submission}, parent run {parent.info.run_id}, "
         f"was {parent.info.status})")
-    return run_job(checked, address=address, submission=submission, workdir=workdir)
+    # the recorded job.yaml has its credentials redacted: the store is the one being resumed from
+    return run_job(checked, address=address, submission=submission, workdir=workdir, tracking_uri=tracker.uri)
 
 
-def _tracker_for(spec: JobSpec, workdir: Path) -> Tracker:
-    uri = spec.tracking.uri or default_tracking_uri(workdir)
+def _check_resumable(tracker: Tracker, parent: Any, accept_owner: str | None, allow_code_change: bool) -> None:
+    """Refuse to resume another user's job, a job whose driver is still alive, or one recorded by other code."""
+    tags = parent.data.tags
+    recorded_owner = tags.get(OWNER_TAG, "")
+    if recorded_owner != owner() and recorded_owner != accept_owner:
+        raise LookupError(
+            f"job run {parent.info.run_id} belongs to {recorded_owner or 'an unknown owner'}, not to you ({owner()}); "
+            f"resuming it would import the plugins its job file names and read its storage. If you trust that "
+            f"user's job, pass --accept-owner {recorded_owner or 'OWNER'}; otherwise submit the job file yourself")
+    if close_if_driver_gone(tracker, parent) == "alive":
+        raise LookupError(f"job run {parent.info.run_id} is still running (driver {tags.get('camu.driver', '?')}, "
+                          f"alive); stop it first (camu-orch stop, or Ctrl-C in its terminal)")
+    recorded = tags.get(CODE_HASH_TAG)
+    if recorded and recorded != code_hash() and not allow_code_change:
+        raise LookupError(
+            f"job run {parent.info.run_id} was run by other code (camu {tags.get('camu.code_version', '?')}, code hash "
+            f"{recorded}; this is {code_hash()}): its finished trials and the rest would not be comparable. Resume it "
+            f"with the code that started it, submit it again, or pass --allow-code-change to mix them knowingly")
+
+
+def _tracker_for(spec: JobSpec, workdir: Path, uri: str | None = None) -> Tracker:
+    uri = uri or spec.tracking.uri or default_tracking_uri(workdir)
     problem = tracking_uri_problem(uri)
     if problem:  # MLFLOW_TRACKING_URI is checked here (a job file's tracking.uri already was)
         raise JobSpecError("MLFLOW_TRACKING_URI", [f"MLFLOW_TRACKING_URI: {problem}"])
@@ -151,30 +179,33 @@ def _tracker_for(spec: JobSpec, workdir: Path) -> Tracker:
 
 
 def run_job(checked: CheckedJob, address: str | None = None, submission: str | None = None,
-            workdir: str | Path | None = None) -> JobOutcome:
-    """Run a validated job end to end and return where its record lives."""
+            workdir: str | Path | None = None, tracking_uri: str | None = None) -> JobOutcome:
+    """Run a validated job end to end and return where its record lives (``tracking_uri``: the store a
+    resumed job continues in, which its recorded, redacted job file may not name in full)."""
     spec = checked.spec
     quiet_libraries()
     workdir = Path(workdir or os.getcwd()).resolve()
-    tracker = _tracker_for(spec, workdir)
+    tracker = _tracker_for(spec, workdir, tracking_uri)
     ensure_ray(spec, address)
     check_cluster_resources(spec)
     check_storage(spec)
-    exp_name = spec.tracking.experiment or spec.name
-    experiment_id = tracker.experiment(exp_name)
+    exp_name = experiment_name(spec.tracking.experiment or spec.name, spec.tracking.namespace)
+    experiment_id = tracker.experiment(exp_name, owner=None if spec.tracking.namespace == "shared" else owner())
     submission = submission or uuid.uuid4().hex[:8]
-    storage = str(Path(spec.storage.path or workdir / "camu_runs").expanduser().resolve()) \
-        if "://" not in (spec.storage.path or "") else spec.storage.path
-    cache_dir = str(Path(spec.storage.cache_dir or workdir / ".camu-cache").expanduser().resolve())
+    storage, cache_dir, jobs_root = spec.storage.locations(workdir)
+    identity = run_identity_tags()
     parent = tracker.find_or_create_run(experiment_id, spec.name,
                                         {"camu.role": "job", "camu.job": spec.name, "camu.submission": submission,
-                                         "camu.spec_hash": content_hash(spec.model_dump(mode="json"))},
+                                         "camu.spec_hash": content_hash(spec.model_dump(mode="json")),
+                                         "camu.namespace": spec.tracking.namespace, **identity},
                                         key=f"job:{spec.name}:{submission}")
-    job_dir = Path(storage if "://" not in storage else cache_dir) / spec.name / submission
+    tracker.set_tags(parent, {**identity, **driver_tags()})  # a resumed job: this code, this driver
+    job_dir = jobs_root / spec.name / submission
     ctx = JobRun(spec, checked, tracker, tracker.uri, experiment_id, exp_name, parent, storage, cache_dir, job_dir,
-                 [parent], os.environ.get(TRIAL_HOOK_ENV))
+                 [parent], submission=submission, run_tags={"camu.job_run": parent, **identity})
     registered: dict[str, str] = {}
-    with closing_runs(tracker, ctx.runs), PlacementGroupReaper(), _live():
+    with closing_runs(tracker, ctx.runs, experiment_id), DriverHeartbeat(tracker, parent), PlacementGroupReaper(), \
+            _live():
         job_dir.mkdir(parents=True, exist_ok=True)
         tracker.log_params(parent, flatten(redact_data(spec.model_dump(mode="json"))))
         tracker.log_text(parent, yaml.safe_dump(redact_data(checked.raw), sort_keys=False), "job.yaml")
@@ -192,9 +223,36 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
         tracker.log_parquet(parent, summary, "eval/summary.parquet")
         for key, model_uri in registered.items():
             tracker.set_tags(parent, {f"camu.registered.{key}": model_uri})
-    outcome = JobOutcome(experiment_id, exp_name, parent, tracker.uri, summary, registered, spec.name)
+        stored = _storage_used(ctx)
+    outcome = JobOutcome(experiment_id, exp_name, parent, tracker.uri, summary, registered, spec.name, stored=stored)
     _report(tracker, outcome, job_dir / "report.html")
     return outcome
+
+
+def _storage_used(ctx: JobRun) -> str:
+    """Bytes this job stored (MLflow artifacts of its runs, its job folder, its Ray folders that remain),
+    logged as ``storage.*`` metrics of the job run; the one-line answer for the summary."""
+    from orchestrator.retention import artifact_bytes, folder_bytes, human
+
+    try:
+        return _measure_storage(ctx, artifact_bytes, folder_bytes, human)
+    except Exception as err:  # noqa: BLE001 - a measurement, never a reason to fail the job
+        return f"not measured ({type(err).__name__}: {str(err)[:200]})"
+
+
+def _measure_storage(ctx: JobRun, artifact_bytes: Any, folder_bytes: Any, human: Any) -> str:
+    runs = [ctx.parent] + [r.info.run_id for r in ctx.tracker.search_all(
+        ctx.experiment_id, f"tags.`camu.job_run` = '{ctx.parent}'")]
+    artifacts = artifact_bytes(ctx.tracker, runs)
+    job_folder = folder_bytes(ctx.job_dir)
+    ray_folders = 0 if "://" in ctx.storage else sum(
+        folder_bytes(f) for f in Path(ctx.storage).glob(f"{ctx.spec.name}-*") if f.is_dir())
+    ctx.tracker.log_metrics(ctx.parent, {"storage.artifact_bytes": artifacts, "storage.job_folder_bytes": job_folder,
+                                         "storage.ray_bytes": ray_folders})
+    line = (f"{human(artifacts)} of MLflow artifacts in {len(runs)} runs, {human(job_folder)} in {ctx.job_dir}, "
+            f"{human(ray_folders)} of Ray checkpoints left (weights kept: {ctx.spec.storage.keep_weights})")
+    say(f"    stored: {line}")
+    return line
 
 
 @contextlib.contextmanager

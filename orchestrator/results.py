@@ -87,7 +87,20 @@ JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def find_job_run(tracker: Tracker, ident: str) -> Any:
-    """A job's parent run by run id, or the newest job run with that name across experiments."""
+    """A job's parent run by run id, or by name: the newest job run of that name among the caller's own
+    (tag ``camu.owner``), in one experiment. A name that only other owners' runs carry, or that the
+    caller's runs carry in several experiments, is refused with the candidates' run ids: someone else's
+    same-named job is never picked. A RUNNING job run whose driver is gone is marked FAILED on the way."""
+    from orchestrator.liveness import close_if_driver_gone
+
+    run = _job_run(tracker, ident)
+    close_if_driver_gone(tracker, run)
+    return run
+
+
+def _job_run(tracker: Tracker, ident: str) -> Any:
+    from orchestrator.identity import OWNER_TAG, owner
+
     where = f"in {redact(tracker.uri)}; check the name or pass --tracking-uri"
     if re.fullmatch(r"[0-9a-f]{32}", ident):
         try:
@@ -100,12 +113,40 @@ def find_job_run(tracker: Tracker, ident: str) -> Any:
         return run
     if not JOB_NAME.fullmatch(ident):
         raise LookupError(f"{ident[:80]!r} is neither a job name (letters, digits, _ . -) nor a 32-hex run id")
-    experiments = [e.experiment_id for e in tracker.client.search_experiments()]
+    experiments = [e.experiment_id for e in tracker.client.search_experiments(max_results=50000)]
     runs = tracker.client.search_runs(experiments, f"tags.`camu.role` = 'job' and tags.`camu.job` = '{ident}'",
-                                      max_results=1, order_by=["attributes.start_time DESC"]) if experiments else []
+                                      max_results=1000, order_by=["attributes.start_time DESC"]) if experiments else []
+    me = owner()
+    mine = [r for r in runs if r.data.tags.get(OWNER_TAG) == me]
     if not runs:
         raise LookupError(f"no job run named {ident!r} {where}")
-    return runs[0]
+    if not mine:
+        raise LookupError(f"no job run named {ident!r} is yours ({me}) {where}; runs of that name by other owners "
+                          f"(give a run id to read one):\n" + _candidates(tracker, runs))
+    if len({r.info.experiment_id for r in mine}) > 1:
+        raise LookupError(f"your job runs named {ident!r} are in several experiments; give the run id of the one "
+                          f"you mean:\n" + _candidates(tracker, mine))
+    return mine[0]
+
+
+def _candidates(tracker: Tracker, runs: list[Any], limit: int = 10) -> str:
+    """One line per run: id, owner, experiment, start time, status (newest first)."""
+    import datetime
+
+    from orchestrator.identity import OWNER_TAG
+
+    names: dict[str, str] = {}
+    lines = []
+    for run in runs[:limit]:
+        exp = run.info.experiment_id
+        if exp not in names:
+            names[exp] = tracker.client.get_experiment(exp).name
+        started = datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"  {run.info.run_id}  owner {run.data.tags.get(OWNER_TAG, '?')}  experiment {names[exp]!r}  "
+                     f"started {started}  {run.info.status}")
+    if len(runs) > limit:
+        lines.append(f"  ... and {len(runs) - limit} more")
+    return "\n".join(lines)
 
 
 def load_summary(tracker: Tracker, ident: str) -> tuple[Any, pa.Table]:

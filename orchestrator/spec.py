@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -186,12 +188,27 @@ class PrivacySpec(Strict):
 class EvaluationSpec(Strict):
     """How runs are judged besides the summary metrics: the selection / report split, relearning."""
 
-    selection_fraction: float = Field(0.5, ge=0, lt=1, description="share of D_f, D_r and the test set used to "
-                                                                   "choose configurations; the rest is reported "
-                                                                   "(0: choose on the reported data, optimistic)")
+    selection_fraction: float = Field(0.5, description="share of D_f, D_r and the test set used to choose "
+                                                       "configurations, strictly between 0 and 1; every reported "
+                                                       "metric is on the rest")
     relearn: RelearnParams | None = Field(None, description="continue training each unlearned model on D_r and "
                                                             "report the epochs until FA comes back")
     privacy: PrivacySpec | None = Field(None, description="per-example membership (LiRA-style) with shadow models")
+
+    @field_validator("selection_fraction")
+    @classmethod
+    def _selection_and_report_parts(cls, value: float) -> float:
+        """Both parts must hold samples: 0 would choose configurations on the very samples that are then
+        reported (every reported number optimistic), 1 would leave nothing to report."""
+        if 0 < value < 1:
+            return value
+        if value == 0:
+            why = "0 would choose configurations on the very samples that are then reported (optimistic numbers)"
+        elif value == 1:
+            why = "1 would leave no samples to report the metrics on"
+        else:
+            why = f"{value:g} is not a share"
+        raise ValueError(f"{why}; give a share strictly between 0 and 1, e.g. 0.5 (the default)")
 
 
 class SweepSpec(Strict):
@@ -274,6 +291,11 @@ class TrackingSpec(Strict):
     uri: str | None = Field(None, description="tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     registered_model: RegistryName | None = Field(None, description="registry name prefix of the best models "
                                                                     "(default camu-<job name>); letters, digits, _ . -")
+    namespace: Literal["owner", "shared"] = Field(
+        "owner", description="owner (default): the experiment is '<experiment>@<owner>' and registered models "
+                             "'<prefix>.<owner>-<scenario>-<method>' (owner: the MLflow user, else the OS user), so "
+                             "users of one tracker never share runs by accident; shared: the names as written, one "
+                             "record for a team")
 
     @field_validator("uri")
     @classmethod
@@ -284,13 +306,132 @@ class TrackingSpec(Strict):
         return uri
 
 
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+"""URI schemes Ray Train/Tune can write checkpoints to (``storage.path``, through pyarrow.fs)."""
+
+
+def storage_scheme(value: str) -> str:
+    """The URI scheme of a storage value, lower case; '' for a plain path (a Windows drive letter too)."""
+    scheme = urlsplit(value).scheme.lower() if "://" in value else ""
+    return "" if len(scheme) <= 1 else scheme
+
+
+def _filesystem_path(value: str, name: str) -> str:
+    """A plain path as given, or the path of a ``file://`` URI (local host only)."""
+    if storage_scheme(value) != "file":
+        return value
+    parts = urlsplit(value)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{value} names another host ({parts.netloc}); give the folder as this node mounts it")
+    path = unquote(parts.path)
+    if not path:
+        raise ValueError(f"{value} has no path; give a folder, e.g. file:///mnt/shared/{name}")
+    return path
+
+
 class StorageSpec(Strict):
-    path: str | None = Field(None, min_length=1, description="Tune/Train storage (shared FS or s3://... on multi-node); "
-                                                             "default ./camu_runs")
-    cache_dir: str | None = Field(None, min_length=1, description="content-addressed cache of original/oracle models; "
-                                                                  "default ./.camu-cache")
+    """Where a job writes. ``path``: Ray Train/Tune checkpoints and results, a folder or object storage
+    (``s3://``, ``gs://``, ...). ``cache_dir``: the model cache, and the job folders (splits, trial outputs,
+    final.json, weights) when ``path`` is object storage; read and written as files by every process, so
+    always a filesystem path (set explicitly beside an object-storage ``path``). ``file://`` URIs become
+    paths; relative paths are relative to the folder the job runs in."""
+
+    path: str | None = Field(None, min_length=1, description="Tune/Train storage: a folder (shared on multi-node) or "
+                                                             "s3://, gs://...; default ./camu_runs")
+    cache_dir: str | None = Field(None, min_length=1, description="content-addressed cache of original/oracle models "
+                                                                  "(and the job folders when path is object storage): "
+                                                                  "a folder; default ./.camu-cache")
     shared: bool = Field(False, description="true when path and cache_dir are on a filesystem every node mounts (NFS); "
                                             "required for local paths on a multi-node cluster")
+    keep_weights: Literal["chosen", "all"] = Field(
+        "chosen", description="chosen (default): trial weights reach MLflow only for presets, replicates and each "
+                              "method's chosen configuration; all: every sweep trial's weights too (a 200-trial "
+                              "ResNet-50 sweep then stores 200 models)")
+
+    @field_validator("path")
+    @classmethod
+    def _ray_storage(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = storage_scheme(value)
+        if scheme in ("", "file"):
+            return _filesystem_path(value, "camu_runs")
+        if scheme in OBJECT_STORE_SCHEMES:
+            if not urlsplit(value).netloc:
+                raise ValueError(f"{scheme}:// needs a bucket, e.g. {scheme}://BUCKET/camu_runs")
+            return value
+        raise ValueError(f"scheme {scheme!r} is not storage Ray can write; give a folder (one every node mounts on a "
+                         f"multi-node cluster) or {', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}")
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _filesystem_cache(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = storage_scheme(value)
+        if scheme not in ("", "file"):
+            raise ValueError(f"{scheme}:// is not a folder: cached models and the job's splits, trial outputs and "
+                             f"weights are read as files by every process; give a folder (on a multi-node cluster one "
+                             f"every node mounts, with storage.shared: true)")
+        return _filesystem_path(value, "camu_cache")
+
+    @model_validator(mode="after")
+    def _job_folders_need_a_filesystem(self) -> StorageSpec:
+        if self.object_storage and self.cache_dir is None:
+            raise ValueError(f"cache_dir: required when storage.path is object storage ({storage_scheme(self.path or '')}"
+                             f"://, used by Ray Train/Tune alone): the model cache and the job folders (splits, trial "
+                             f"outputs, final.json, weights) need a folder every node can read; set storage.cache_dir, "
+                             f"e.g. /mnt/shared/camu_cache (with storage.shared: true on a multi-node cluster)")
+        return self
+
+    @property
+    def object_storage(self) -> bool:
+        """True when ``path`` is object storage (Ray Train/Tune only; job folders then live under ``cache_dir``)."""
+        return self.path is not None and storage_scheme(self.path) in OBJECT_STORE_SCHEMES
+
+    def locations(self, workdir: str | Path) -> tuple[str, str, Path]:
+        """(Ray Train/Tune storage, cache folder, folder of the job folders) for a job run in ``workdir``:
+        folders absolute (``~`` expanded, relative ones under ``workdir``), object storage as given."""
+        base = Path(workdir).expanduser().resolve()
+
+        def folder(value: str | None, default: str) -> Path:
+            path = Path(value).expanduser() if value else Path(default)
+            return (path if path.is_absolute() else base / path).resolve()
+
+        cache = folder(self.cache_dir, ".camu-cache")
+        if self.object_storage:
+            return self.path or "", str(cache), cache
+        runs = folder(self.path, "camu_runs")
+        return str(runs), str(cache), runs
+
+
+class ExpectSpec(Strict):
+    """A target the job's results should meet, checked by ``camu-orch results JOB --check`` and shown in the
+    report: the mean of ``metric`` over the seeds, for ``method``'s chosen configuration (``original`` and
+    ``oracle``: the references) on ``scenario``, within ``tolerance`` of ``value``. ``source`` says where the
+    value comes from (the official run, a paper table, a figure read by eye), so a reader can weigh a miss.
+    Whether the names exist in the job is checked with the other cross references
+    (``orchestrator.validate``)."""
+
+    scenario: str = Field(min_length=1, max_length=100, description="a scenario name of this job")
+    method: str = Field(min_length=1, max_length=100, description="a method of this job, or original / oracle")
+    metric: str = Field(min_length=1, max_length=100, description="a per-method metric of camu-orch results --by "
+                                                                  "method: ra, fa, ta, mia_official, avg_gap, ...")
+    value: float = Field(description="the expected mean over the seeds, in the metric's unit (accuracies in %)")
+    tolerance: float = Field(ge=0, description="met when |measured mean - value| <= tolerance")
+    source: str = Field(min_length=1, max_length=300,
+                        description="where the value comes from, one line: 'official run', 'paper Table 2', "
+                                    "'Fig. 3 read by eye'")
+
+    @field_validator("source")
+    @classmethod
+    def _one_line(cls, source: str) -> str:
+        """Printed in a terminal table and the report: visible text on one line."""
+        if not source.strip():
+            raise ValueError("empty; say where the value comes from, e.g. 'paper Table 2' or 'official run'")
+        if any(ord(c) < 32 or ord(c) == 127 for c in source):
+            raise ValueError("one line of text without control characters (no line breaks or tabs)")
+        return source.strip()
 
 
 class JobSpec(Strict):
@@ -311,6 +452,10 @@ class JobSpec(Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    expect: list[ExpectSpec] = Field(default_factory=list, max_length=1000,
+                                     description="targets the results should meet, each {scenario, method, metric, "
+                                                 "value, tolerance, source}; camu-orch results JOB --check checks "
+                                                 "them (exit 1 on a miss) and the report shows them")
 
     @model_validator(mode="after")
     def _unique_scenarios(self) -> JobSpec:

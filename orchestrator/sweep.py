@@ -2,7 +2,15 @@
 and replicates in the driver and for every Tune trial), and the Ray Tune sweep of one (scenario,
 method, seed), whose trial driver is a Tune function that builds and fits a TorchTrainer (Train V2).
 The search is seeded with what is known: the method's evaluated presets are given to Optuna as
-evaluated points, so the sweep learns from them and its best is never worse than they are."""
+evaluated points, so the sweep learns from them and its best is never worse than they are.
+
+A resumed job never restores Tune's pickled experiment state (``Tuner.restore`` unpickles whatever the
+storage holds, and shared storage may hold someone else's file). Each sweep is rebuilt from the job
+spec and the MLflow record instead (``recorded_trials``): random and grid searches replay their seeded
+sequence, and a sampled configuration that an earlier attempt recorded takes that trial's id back, so a
+finished trial answers from its ``final.json`` and an unfinished one continues from its Train
+checkpoint; Optuna is told the finished trials, reruns the unfinished ones first, and samples the rest
+of the budget."""
 
 from __future__ import annotations
 
@@ -10,20 +18,23 @@ import json
 import logging
 import math
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator.finals import FINAL_FILE, read_final
 from orchestrator.launch import fit_trainer, make_trainer
-from orchestrator.naming import train_run_name, trial_key, trial_run_name
+from orchestrator.naming import content_hash, train_run_name, trial_key, trial_run_name
 from orchestrator.placement import wait_until_released
 from orchestrator.progress import PROGRESS, say
+from orchestrator.retention import remove_folder
 from orchestrator.selection import OBJECTIVE
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import Tracker
-from orchestrator.trial import SweepContext, TrialConfig
+from orchestrator.trial import RecordedTrial, SweepContext, TrialConfig
 from orchestrator.workers import unlearn_worker
 
 log = logging.getLogger(__name__)
@@ -91,32 +102,50 @@ def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
     return None
 
 
+SWEEP_TAG = "camu.sweep"    # on the trials of one sweep: "<scope key>@<seed>"
+CONFIG_TAG = "camu.config"  # the configuration the search sampled, as JSON (how a resumed sweep replays it)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """The identity of a sampled configuration (its JSON, keys sorted)."""
+    return content_hash(json.loads(json.dumps(config, default=str)), length=16)
+
+
+def sweep_id(ctx: SweepContext) -> str:
+    return f"{ctx.scope_key}@{ctx.seed}"
+
+
 def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune: bool,
-              seed: int | None = None) -> tuple[dict[str, float], str]:
+              seed: int | None = None, sampled: dict[str, Any] | None = None) -> tuple[dict[str, float], str]:
     """Find or create the trial's MLflow run, then run ``unlearn_worker`` (a TorchTrainer, or in this
     process for an in-process trial inside Tune). The run is found again by key when Tune restarts the
-    trial (same trial id), never duplicated. ``seed``: run on another seed's split (replicates)."""
+    trial (same trial id), never duplicated. ``seed``: run on another seed's split (replicates);
+    ``sampled``: the configuration a sweep sampled (recorded so that a resumed sweep can replay it)."""
     started = time.time()
     seed = ctx.seed if seed is None else seed
     tracker = Tracker.shared(ctx.tracking_uri)
+    sweep_tags = {SWEEP_TAG: sweep_id(ctx), CONFIG_TAG: json.dumps(sampled, sort_keys=True, default=str)[:7000]} \
+        if sampled is not None else {}
     run_id = tracker.find_or_create_run(
         ctx.experiment_id, trial_run_name(ctx.scenario, ctx.method, seed, trial_id),
         tags={"camu.method": ctx.method, "camu.scenario": ctx.scenario, "camu.seed": str(seed), "ray.trial_id": trial_id,
-              "camu.job": ctx.job, "camu.role": "trial", "camu.trial_id": trial_id},
+              "camu.job": ctx.job, "camu.role": "trial", "camu.trial_id": trial_id, **sweep_tags, **ctx.run_tags},
         key=trial_key(ctx.scope_key, f"{trial_id}@{seed}"), parent=ctx.scenario_run_id)
     tracker.log_params(run_id, {f"{ctx.method}.{k}": v for k, v in sorted(params.items())})
-    out_dir = f"{ctx.out_root}/{ctx.method}/seed{seed}/{trial_id}"
+    out_dir = trial_out_dir(ctx, trial_id, seed)
     finished = read_final_metrics(out_dir)
     if finished:  # a resumed job: this trial completed before the interruption
         tracker.end(run_id, "FINISHED")
         return finished, run_id
     driver_logging = time.time() - started
+    train_name = train_run_name(ctx.job, f"{ctx.scenario}-{ctx.method}-s{seed}", f"{ctx.scope_key[-8:]}-{trial_id}")
+    keep = sampled is None or ctx.keep_all_weights  # presets and replicates always; sweep trials when asked
     _execute(ctx, TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir,
                               report_to="tune" if in_tune and ctx.resources.num_workers == 0 else "train",
-                              launched_at=time.time()), f"{ctx.scenario}-{ctx.method}-s{seed}", trial_id, in_tune,
-             tracker)
+                              launched_at=time.time(), log_weights=keep), train_name, in_tune, tracker)
     final = read_final_metrics(out_dir)
     if final:  # the whole trial as the driver saw it; "other" is what none of the worker's parts covers
+        remove_folder(ctx.storage_path, train_name)  # finished: its checkpoints will never be read again
         total = time.time() - started
         parts = sum(v for k, v in final.items() if k.startswith("time.") and k.count(".") == 1) + driver_logging
         tracker.log_metrics(run_id, {"time.total": total, "time.driver_logging": driver_logging,
@@ -125,14 +154,13 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
     return final, run_id
 
 
-def _execute(ctx: SweepContext, config: TrialConfig, stage: str, trial_id: str, in_tune: bool, tracker: Tracker) -> None:
+def _execute(ctx: SweepContext, config: TrialConfig, train_name: str, in_tune: bool, tracker: Tracker) -> None:
     """The run itself: in this process (an in-process trial inside Tune) or as a TorchTrainer."""
     try:
         if config.report_to == "tune":  # Tune's own session: no Train run inside
             unlearn_worker(config.model_dump())
         else:
-            trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources,
-                                   train_run_name(ctx.job, stage, f"{ctx.scope_key[-8:]}-{trial_id}"), ctx.storage_path,
+            trainer = make_trainer(unlearn_worker, config.model_dump(), ctx.resources, train_name, ctx.storage_path,
                                    callbacks=[TuneReportCallback()] if in_tune else None)
             fit_trainer(trainer, ctx.resources)
     except BaseException:
@@ -142,15 +170,46 @@ def _execute(ctx: SweepContext, config: TrialConfig, stage: str, trial_id: str, 
 
 
 def read_final_metrics(out_dir: str) -> dict[str, float]:
-    """The trial's final evaluation, written by rank 0 (Train V2 keeps only checkpoint-attached metrics)."""
-    path = Path(out_dir) / "final.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The trial's final evaluation, written last and atomically by rank 0 (Train V2 keeps only
+    checkpoint-attached metrics); a missing or unreadable file means "not finished"."""
+    return read_final(Path(out_dir) / FINAL_FILE)
+
+
+def trial_out_dir(ctx: SweepContext, trial_id: str, seed: int | None = None) -> str:
+    return f"{ctx.out_root}/{ctx.method}/seed{ctx.seed if seed is None else seed}/{trial_id}"
 
 
 def trial_driver(config: dict[str, Any], context: dict[str, Any]) -> None:
-    """[4] The Tune trainable: ray.tune APIs only here; ray.train APIs live in the workers."""
+    """[4] The Tune trainable: ray.tune APIs only here; ray.train APIs live in the workers. A configuration
+    an earlier attempt of the job recorded takes that trial's id back: finished, it answers from its
+    record; stopped early, it stays stopped; unfinished, it continues from its Train checkpoint."""
     ctx = SweepContext.model_validate(context)
-    run_trial(ctx, {**ctx.base_params, **config}, tune.get_context().get_trial_id(), in_tune=True)
+    recorded = ctx.recorded.get(config_hash(config))
+    if recorded is not None and recorded.status == "stopped":
+        return
+    trial_id = recorded.trial_id if recorded is not None else tune.get_context().get_trial_id()
+    final, _ = run_trial(ctx, {**ctx.base_params, **config}, trial_id, in_tune=True, sampled=config)
+    if recorded is not None and recorded.status == "finished" and final:
+        tune.report({**final, "camu_trial_id": trial_id})
+
+
+def recorded_trials(ctx: SweepContext, tracker: Tracker) -> dict[str, RecordedTrial]:
+    """The trials an earlier attempt of this sweep recorded in MLflow, by config hash: finished (its
+    final.json is there), stopped (early stopping ended it) or unfinished (interrupted, failed)."""
+    found: dict[str, RecordedTrial] = {}
+    for run in tracker.search_all(ctx.experiment_id, f"tags.`{SWEEP_TAG}` = '{sweep_id(ctx)}'"):
+        tags = run.data.tags
+        try:
+            config = json.loads(tags.get(CONFIG_TAG, ""))
+        except ValueError:
+            continue  # a truncated config cannot be replayed: that trial is sampled anew
+        trial_id = tags.get("camu.trial_id", "")
+        final = read_final_metrics(trial_out_dir(ctx, trial_id)) if trial_id else {}
+        status = "finished" if final.get("final") else \
+            "stopped" if tags.get("camu.stopped_early") == "true" and run.info.status != "RUNNING" else "unfinished"
+        found[config_hash(config)] = RecordedTrial(trial_id=trial_id, status=status, params=config,
+                                                   objective=float(final.get(OBJECTIVE, math.nan)))
+    return found
 
 
 class TrialProgress(tune.Callback):
@@ -190,7 +249,9 @@ class TrialProgress(tune.Callback):
         self._status(trials, ended=(trial, "ERROR"))
 
     def _close(self, trial: Any, status: str) -> None:
-        key = trial_key(self.ctx.scope_key, f"{trial.trial_id}@{self.ctx.seed}")
+        replayed = self.ctx.recorded.get(config_hash(trial.config or {}))
+        trial_id = replayed.trial_id if replayed is not None else trial.trial_id
+        key = trial_key(self.ctx.scope_key, f"{trial_id}@{self.ctx.seed}")
         run_id = self.tracker.find_run(self.ctx.experiment_id, {"camu.key": key})
         if run_id and self.tracker.status(run_id) == "RUNNING":
             if not (trial.last_result or {}).get("final"):
@@ -224,37 +285,93 @@ def trial_driver_resources(num_workers: int) -> dict[str, float]:
     return {"CPU": 0, "memory": DRIVER_MEMORY} if num_workers > 0 else {"CPU": 0.01}
 
 
+class SweepTrial(NamedTuple):
+    """One trial of a sweep as the comparison needs it."""
+
+    trial_id: str
+    config: dict[str, Any]  # what the search sampled
+    metrics: dict[str, Any]  # its final metrics ({} when it did not finish)
+    failed: bool
+
+
 def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_epochs: int, tune_name: str,
-              evaluated: list[tuple[dict[str, Any], float]]) -> tune.ResultGrid:
-    """[5] One Tuner per (scenario, method, seed); resumes an interrupted sweep at the same path."""
+              evaluated: list[tuple[dict[str, Any], float]], tracker: Tracker) -> list[SweepTrial]:
+    """[5] One Tuner per (scenario, method, seed), rebuilt from the spec and the MLflow record when the
+    job is resumed (see the module docstring); returns every trial of the sweep."""
     PROGRESS.start_task(f"{ctx.method} sweep on seed {ctx.seed}")
+    recorded = recorded_trials(ctx, tracker)
+    if recorded:
+        counts = {s: sum(r.status == s for r in recorded.values()) for s in ("finished", "stopped", "unfinished")}
+        say(f"    resuming the sweep from the MLflow record: {counts['finished']} finished, {counts['stopped']} "
+            f"stopped, {counts['unfinished']} unfinished trial(s)")
+    done: list[SweepTrial] = []
+    num_samples = sweep.num_samples
+    if recorded and sweep.search == "optuna":  # TPE's proposals depend on timing: tell it the record instead
+        done, evaluated = _replay_for_optuna(ctx, recorded, evaluated)
+        num_samples = max(0, sweep.num_samples - len(recorded))
+        recorded = {}
+    if num_samples == 0:
+        return done
+    ctx = ctx.model_copy(update={"recorded": recorded})
+    tuner_name = f"{tune_name}-{uuid.uuid4().hex[:8]}"  # a fresh folder per attempt: written, never read back
     trainable = tune.with_resources(tune.with_parameters(trial_driver, context=ctx.model_dump()),
                                     trial_driver_resources(ctx.resources.num_workers))
-    path = f"{ctx.storage_path}/{tune_name}"
-    if tune.Tuner.can_restore(path):
-        say(f"    resuming sweep from {path}")
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        best_known = min((o for _, o in evaluated if math.isfinite(o)), default=float("inf"))
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(space),
-            # concurrency is set on the search algorithm itself (Tune ignores max_concurrent_trials then)
-            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep, space, evaluated),
-                                        scheduler=scheduler(sweep, max_epochs), num_samples=sweep.num_samples,
-                                        time_budget_s=sweep.time_budget_s,
-                                        # in-process trials: one trial-driver process serves trial after
-                                        # trial (no interpreter start and imports per trial, seconds for
-                                        # trials of seconds). Never for Train runs: a reused driver keeps the
-                                        # finished run's controller, and with it the workers' placement group.
-                                        reuse_actors=ctx.resources.num_workers == 0),
-            run_config=tune.RunConfig(name=tune_name, storage_path=ctx.storage_path, verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                      callbacks=[TrialProgress(ctx, best_known, sweep.num_samples)]),
-        )
+    best_known = min((o for _, o in evaluated if math.isfinite(o)), default=float("inf"))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(space),
+        # concurrency is set on the search algorithm itself (Tune ignores max_concurrent_trials then)
+        tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="min", search_alg=search_algorithm(sweep, space, evaluated),
+                                    scheduler=scheduler(sweep, max_epochs), num_samples=num_samples,
+                                    time_budget_s=sweep.time_budget_s,
+                                    # in-process trials: one trial-driver process serves trial after
+                                    # trial (no interpreter start and imports per trial, seconds for
+                                    # trials of seconds). Never for Train runs: a reused driver keeps the
+                                    # finished run's controller, and with it the workers' placement group.
+                                    reuse_actors=ctx.resources.num_workers == 0),
+        run_config=tune.RunConfig(name=tuner_name, storage_path=ctx.storage_path,
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  callbacks=[TrialProgress(ctx, best_known, num_samples)]),
+    )
     grid = tuner.fit()
+    trials = [_sweep_trial(ctx, res, recorded) for res in grid]
+    remove_folder(ctx.storage_path, tuner_name)  # never read back (see the module docstring)
     if ctx.resources.num_workers > 0:  # in-process trials hold no placement group
         removed = wait_until_released()
         if removed:
             say(f"    released {len(removed)} worker reservation(s) that stopped trials still held 20 s after the sweep")
-    return grid
+    return done + trials
+
+
+def _sweep_trial(ctx: SweepContext, res: Any, recorded: dict[str, RecordedTrial]) -> SweepTrial:
+    config = dict(res.config or {})
+    replayed = recorded.get(config_hash(config))
+    trial_id = replayed.trial_id if replayed is not None else (res.metrics or {}).get("trial_id") or Path(res.path).name
+    metrics = res.metrics if (res.metrics or {}).get("final") else read_final_metrics(trial_out_dir(ctx, trial_id))
+    return SweepTrial(trial_id, config, metrics or {}, res.error is not None)
+
+
+def _replay_for_optuna(ctx: SweepContext, recorded: dict[str, RecordedTrial],
+                       evaluated: list[tuple[dict[str, Any], float]]
+                       ) -> tuple[list[SweepTrial], list[tuple[dict[str, Any], float]]]:
+    """Optuna's side of a resumed sweep: unfinished trials rerun first (each continues from its Train
+    checkpoint under its own id), then every finished one is told to the search like the presets."""
+    done, told = [], list(evaluated)
+    for trial in recorded.values():
+        if trial.status == "unfinished":
+            PROGRESS.start_task(f"{ctx.method} {trial.trial_id} (resumed) on seed {ctx.seed}",
+                                ctx.base_params.get("epochs"))
+            try:
+                final, _ = run_trial(ctx, {**ctx.base_params, **trial.params}, trial.trial_id, in_tune=False,
+                                     sampled=trial.params)
+            except Exception as err:  # noqa: BLE001 - a failed trial is recorded as failed, as in Tune
+                say(f"    {trial.trial_id} failed again: {type(err).__name__}: {str(err)[:200]}")
+                done.append(SweepTrial(trial.trial_id, trial.params, {}, True))
+                continue
+        else:
+            final = read_final_metrics(trial_out_dir(ctx, trial.trial_id))
+        done.append(SweepTrial(trial.trial_id, trial.params, final, False))
+        objective_value = float(final.get(OBJECTIVE, math.nan))
+        if math.isfinite(objective_value):
+            told.append(({**ctx.base_params, **trial.params}, objective_value))
+    return done, told

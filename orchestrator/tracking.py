@@ -33,6 +33,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 T = TypeVar("T")
 PARENT_TAG = "mlflow.parentRunId"
 RETRIES = 6
+SEARCH_PAGE = 1000  # runs per page of a search (MLflow's default page size)
 
 
 def default_tracking_uri(workdir: str | Path | None = None) -> str:
@@ -82,6 +83,18 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)[:6000]
     return out
+
+
+class ParamChanged(ValueError):
+    """A param logged again with another value than the run already holds (MLflow keeps the first one):
+    the job's inputs differ from those the run was started with."""
+
+    def __init__(self, run_id: str, changed: Mapping[str, tuple[str, str]]) -> None:
+        self.run_id, self.changed = run_id, dict(changed)
+        listed = "; ".join(f"{k}: logged {redact(old)[:200]!r}, now {redact(new)[:200]!r}"
+                           for k, (old, new) in self.changed.items())
+        super().__init__(f"run {run_id} already holds other values for param(s) {listed}. A run's params cannot "
+                         f"change: run it with the inputs it was started with, or submit it as a new job")
 
 
 def _retry(fn: Callable[[], T], what: str) -> T:
@@ -135,15 +148,28 @@ class Tracker:
         except Exception as err:  # noqa: BLE001
             raise ConnectionError(f"tracking.uri: cannot reach MLflow at {redact(self.uri)}: {err}") from None
 
-    def experiment(self, name: str) -> str:
-        """Id of experiment ``name``, created (with a local artifact root for sqlite stores) if missing."""
+    def experiment(self, name: str, owner: str | None = None) -> str:
+        """Id of experiment ``name``, created (with a local artifact root for sqlite stores, tagged with its
+        ``owner``) if missing. An owned experiment that another user created, or a deleted one that is not
+        the caller's, is refused: a job never writes into, or brings back, someone else's experiment."""
+        from orchestrator.identity import OWNER_TAG
+
         found = _retry(lambda: self.client.get_experiment_by_name(name), "get experiment")
         if found is not None:
+            holder = found.tags.get(OWNER_TAG)
+            if owner is not None and holder not in (None, owner):
+                raise PermissionError(f"tracking.experiment: {name!r} belongs to {holder}, not to you ({owner}); "
+                                      f"choose another tracking.experiment")
             if found.lifecycle_stage == "deleted":
+                if owner is None or holder != owner:
+                    raise PermissionError(
+                        f"tracking.experiment: {name!r} was deleted{f' by its owner {holder}' if holder else ''}; "
+                        f"restore it in the MLflow UI if it is yours to restore, or choose another tracking.experiment")
                 _retry(lambda: self.client.restore_experiment(found.experiment_id), "restore experiment")
             return found.experiment_id
-        return _retry(lambda: self.client.create_experiment(name, artifact_location=local_artifact_root(self.uri)),
-                      "create experiment")
+        tags = {OWNER_TAG: owner} if owner else None
+        return _retry(lambda: self.client.create_experiment(name, artifact_location=local_artifact_root(self.uri),
+                                                            tags=tags), "create experiment")
 
     def find_run(self, experiment_id: str, tags: Mapping[str, str]) -> str | None:
         """The newest live run carrying every tag in ``tags`` (used to continue rather than duplicate)."""
@@ -172,12 +198,18 @@ class Tracker:
 
     # ------------------------------------------------------------------ logging
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        """Log params (flattened), skipping ones already logged with the same value (resume-safe)."""
+        """Log params (flattened). One already logged with the same value is skipped (a resumed stage logs
+        its params again); one logged with another value raises ``ParamChanged`` naming it, before
+        anything is logged: MLflow keeps a run's first value, so the record would silently disagree with
+        what ran."""
         from mlflow.entities import Param
 
         flat = flatten(params)
-        have = self.client.get_run(run_id).data.params
-        new = [Param(k, v) for k, v in flat.items() if have.get(k) != v and k not in have]
+        have = _retry(lambda: self.client.get_run(run_id), "get run").data.params
+        changed = {k: (have[k], v) for k, v in flat.items() if k in have and have[k] != v}
+        if changed:
+            raise ParamChanged(run_id, changed)
+        new = [Param(k, v) for k, v in flat.items() if k not in have]
         for i in range(0, len(new), 100):
             chunk = new[i: i + 100]
             _retry(lambda chunk=chunk: self.client.log_batch(run_id, params=chunk), "log params")
@@ -268,9 +300,35 @@ class Tracker:
         by_step = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
         return sorted(by_step.items())
 
+    def search_all(self, experiment_id: str, query: str) -> list[Any]:
+        """Every run of ``experiment_id`` matching ``query``, all pages."""
+        found: list[Any] = []
+        token = None
+        while True:
+            page = _retry(lambda: self.client.search_runs([experiment_id], query, max_results=1000, page_token=token),
+                          "search runs")
+            found += list(page)
+            token = page.token
+            if not token:
+                return found
+
+    def running_runs_of_job(self, experiment_id: str, job_run: str) -> list[str]:
+        """Ids of every RUNNING run the job ``job_run`` created (tag ``camu.job_run``): one search, paged."""
+        query = f"tags.`camu.job_run` = '{job_run}' and attributes.status = 'RUNNING'"
+        return [r.info.run_id for r in self.search_all(experiment_id, query) if r.info.run_id != job_run]
+
     def list_child_runs(self, experiment_id: str, parent: str) -> list[Any]:
-        return _retry(lambda: self.client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'",
-                                                      max_results=5000), "search children")
+        """Every run nested directly below ``parent``, all pages of the search (a sweep may have any number)."""
+        query = f"tags.`{PARENT_TAG}` = '{parent}'"
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = _retry(lambda token=token: self.client.search_runs([experiment_id], query, max_results=SEARCH_PAGE,
+                                                                      page_token=token), "search children")
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
 
     # ------------------------------------------------------------------ models
     def log_and_register_model(self, run_id: str, model: Any, example: Any, weights: str | Path,
@@ -283,7 +341,8 @@ class Tracker:
 
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
-        with _quiet_mlflow():
+        experiment_id = self.run(run_id).info.experiment_id
+        with _quiet_mlflow(), _active_experiment(experiment_id):
             info = _retry(lambda: mlflow.pytorch.log_model(
                 model, name="model", input_example=example, run_id=run_id, tags=dict(tags),
                 serialization_format="pt2", registered_model_name=registered_name,
@@ -294,6 +353,29 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_model_version_tag(registered_name, version, k, v)
         return info.model_uri, str(version)
+
+
+@contextlib.contextmanager
+def _active_experiment(experiment_id: str) -> Iterator[None]:
+    """Make ``experiment_id`` MLflow's active experiment for the body, then restore what was active.
+
+    ``mlflow.<flavor>.log_model(run_id=...)`` creates its logged model in the *active* experiment, not in
+    the run's (MLflow 3, mlflow/mlflow#16643): without this every registered model's logged model sat in
+    experiment 0 (Default), its files under ./mlruns/0/models/ of whatever folder the driver ran in."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    saved_id = fluent._active_experiment_id
+    saved_env = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    mlflow.set_experiment(experiment_id=experiment_id)
+    try:
+        yield
+    finally:
+        fluent._active_experiment_id = saved_id
+        if saved_env is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = saved_env
 
 
 @contextlib.contextmanager
@@ -313,16 +395,16 @@ def _quiet_mlflow() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def closing_runs(tracker: Tracker, run_ids: list[str]) -> Iterator[list[str]]:
-    """Ends every run in ``run_ids`` (which the body may extend) as FINISHED on success, KILLED on
-    Ctrl-C / SIGTERM and FAILED on any other error; on an error, the runs nested below them that are
-    still RUNNING (trials whose driver was interrupted with the job) end the same way. Whatever was
-    logged stays."""
+def closing_runs(tracker: Tracker, run_ids: list[str], experiment_id: str) -> Iterator[list[str]]:
+    """Ends every run in ``run_ids`` (which the body may extend; the first is the job run) as FINISHED on
+    success, KILLED on Ctrl-C / SIGTERM and FAILED on any other error; on an error, every other run of the
+    job still RUNNING (trials whose driver was interrupted with the job) ends the same way, found by one
+    tag search so that it fits in the seconds a stop leaves. Whatever was logged stays."""
     try:
         yield run_ids
     except BaseException as err:
         status = "KILLED" if _interrupted(err) else "FAILED"
-        _end_all(tracker, _with_running_descendants(tracker, run_ids), status)
+        _end_all(tracker, _with_running_runs_of_job(tracker, run_ids, experiment_id), status, check=False)
         raise
     else:
         _end_all(tracker, run_ids, "FINISHED")
@@ -340,27 +422,22 @@ def _interrupted(err: BaseException) -> bool:
     return stopping()
 
 
-def _with_running_descendants(tracker: Tracker, run_ids: list[str]) -> list[str]:
-    """``run_ids`` followed by their RUNNING descendants (deepest last, so they end first)."""
-    out = list(run_ids)
-    frontier = list(run_ids)
+def _with_running_runs_of_job(tracker: Tracker, run_ids: list[str], experiment_id: str) -> list[str]:
+    """``run_ids`` followed by the job's other RUNNING runs (ended first: the job run ends last)."""
     try:
-        while frontier:
-            run_id = frontier.pop(0)
-            experiment = tracker.client.get_run(run_id).info.experiment_id
-            children = [c.info.run_id for c in tracker.list_child_runs(experiment, run_id)
-                        if c.info.status == "RUNNING" and c.info.run_id not in out]
-            out += children
-            frontier += children
+        others = tracker.running_runs_of_job(experiment_id, run_ids[0]) if run_ids else []
     except Exception as err:  # noqa: BLE001 - best effort while already failing
-        log.error("could not list nested runs: %s", err)
-    return out
+        log.error("could not list the job's open runs: %s", err)
+        others = []
+    return list(run_ids) + [r for r in others if r not in run_ids]
 
 
-def _end_all(tracker: Tracker, run_ids: list[str], status: str) -> None:
+def _end_all(tracker: Tracker, run_ids: list[str], status: str, check: bool = True) -> None:
+    """End each run (last first); ``check``: only those still RUNNING (one read per run), else end them
+    blindly, which is what a stop's few seconds allow (ending an ended run again is harmless)."""
     for run_id in reversed(run_ids):
         try:
-            if tracker.status(run_id) == "RUNNING":
+            if not check or tracker.status(run_id) == "RUNNING":
                 tracker.end(run_id, status)
         except Exception as err:  # noqa: BLE001 - best effort while already failing
             log.error("could not mark run %s %s: %s", run_id, status, err)

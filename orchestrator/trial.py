@@ -44,7 +44,6 @@ class WorkerConfig(Wire):
     sync_batchnorm: bool = True
     checkpoint_interval_s: float = 30.0  # seconds between the checkpoints a run attaches to its epoch reports
     tracking_uri: str
-    trial_hook: str | None = None  # "module:function[:argument]" called at the start of every trial (tests)
     plugins: list[str] = Field(default_factory=list)  # the job's plugin modules, imported before the registries
 
 
@@ -58,6 +57,16 @@ class TrialConfig(Wire):
     out_dir: str
     report_to: str = "train"  # "tune": run in the Tune trial's process and report to Tune (num_workers 0)
     launched_at: float = 0.0  # wall-clock time the driver launched the run (the worker measures its start delay)
+    log_weights: bool = True  # log the unlearned weights to MLflow (else only kept in out_dir; see retention)
+
+
+class RecordedTrial(Wire):
+    """A sweep trial that an earlier attempt of this job recorded (a resumed job replays it by config)."""
+
+    trial_id: str
+    status: str  # finished | stopped | unfinished
+    params: dict[str, Any]
+    objective: float = float("nan")
 
 
 class SweepContext(Wire):
@@ -76,3 +85,6 @@ class SweepContext(Wire):
     resources: ResourcesSpec
     base_params: dict[str, Any]
     worker: WorkerConfig
+    run_tags: dict[str, str] = Field(default_factory=dict)  # on every trial run: the job run, owner, code
+    keep_all_weights: bool = False  # storage.keep_weights: all (log every sweep trial's weights to MLflow)
+    recorded: dict[str, RecordedTrial] = Field(default_factory=dict)  # config hash -> a trial of an earlier attempt

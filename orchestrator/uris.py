@@ -100,6 +100,12 @@ def tracking_uri_problem(uri: str) -> str | None:
         if not db.parent.is_dir():
             return f"folder {db.parent} does not exist; create it or point the sqlite file elsewhere"
         return None
+    if (base in SERVER_SCHEMES and (parts.username or parts.password)) or parts.password:
+        where = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead"
+                 if base in SERVER_SCHEMES else "give the password through the database client's own way instead "
+                                                "(PGPASSWORD or ~/.pgpass for postgresql)")
+        return (f"{shown} carries credentials, which would travel wherever the URI goes (the trial configuration "
+                f"Ray stores, the job's environment); remove user:password@ from it and {where}")
     if base in SERVER_SCHEMES:
         return None if parts.hostname else f"{shown} has no host; use http://HOST:PORT"
     if base in DATABASE_SCHEMES:

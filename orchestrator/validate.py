@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from camu import DATASETS, METHODS, MODELS, SCENARIOS
 from camu.data import DataFormatError, DataRootError, ImageData, load_dataset
+from camu.data.datasets import labels_only
 from camu.scenarios import ScenarioError, make_split
 from orchestrator.jobfile import apply_overrides, read_yaml
 from orchestrator.methods import method_errors, search_space
@@ -128,6 +129,61 @@ def _method_errors(raw: dict[str, Any], methods: Any, original: Any) -> list[str
     return errors
 
 
+# ----------------------------------------------------------------------------- expect: targets
+REFERENCE_METHODS = ("original", "oracle")
+NEEDS_EVALUATION = {"lira_auc": "privacy", "lira_tpr_at_1pct_fpr": "privacy", "relearn_epochs": "relearn"}
+"""Metrics a job measures only when its ``evaluation:`` asks for them (the key it needs)."""
+
+
+def _named(raw: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
+    """The entries of a list section that carry a string ``name`` (None when the section is not a list)."""
+    entries = raw.get(key)
+    if not isinstance(entries, list):
+        return None
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
+
+
+def _expect_errors(raw: dict[str, Any]) -> list[str]:
+    """Each ``expect:`` target must name a scenario of the job, one of its methods (or a reference) that runs
+    on that scenario, and a per-method metric the job measures; read from the raw mapping, so that every
+    target is checked even when another one (or another section) has a schema problem."""
+    from orchestrator.results import BY_METHOD_METRICS
+
+    targets = raw.get("expect")
+    if not isinstance(targets, list):
+        return []
+    scenarios = _named(raw, "scenarios")
+    methods = _named(raw, "methods") if "methods" in raw else [{"name": m.name} for m in section(raw, "methods")]
+    evaluation = raw.get("evaluation") if isinstance(raw.get("evaluation"), dict) else {}
+    errors = []
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict):
+            continue
+        scenario, method, metric = (target.get(k) if isinstance(target.get(k), str) else None
+                                    for k in ("scenario", "method", "metric"))
+        names = [s["name"] for s in scenarios or []]
+        if scenario is not None and scenarios is not None and scenario not in names:
+            errors.append(f"expect.{i}.scenario: unknown scenario {scenario[:40]!r}; choose one of this job's "
+                          f"scenarios: {', '.join(names) or '(none)'}")
+        if method is not None and methods is not None:
+            entry = next((m for m in methods if m["name"] == method), None)
+            choices = [m["name"] for m in methods] + list(REFERENCE_METHODS)
+            runs_on = entry.get("scenarios") if entry is not None else None
+            if entry is None and method not in REFERENCE_METHODS:
+                errors.append(f"expect.{i}.method: unknown method {method[:40]!r}; choose one of this job's methods "
+                              f"or a reference: {', '.join(choices)}")
+            elif isinstance(runs_on, list) and scenario in names and scenario not in runs_on:
+                errors.append(f"expect.{i}.method: {method} does not run on scenario {scenario} (its scenarios: "
+                              f"{', '.join(map(str, runs_on))}); add the scenario to the method or target another")
+        if metric is not None and metric not in BY_METHOD_METRICS:
+            errors.append(f"expect.{i}.metric: unknown metric {metric[:40]!r}; choose one of "
+                          f"{', '.join(BY_METHOD_METRICS)}")
+        elif metric in NEEDS_EVALUATION and evaluation.get(NEEDS_EVALUATION[metric]) is None:
+            errors.append(f"expect.{i}.metric: {metric} is measured only with evaluation.{NEEDS_EVALUATION[metric]}; "
+                          f"add it to the job or target another metric")
+    return errors
+
+
 # ----------------------------------------------------------------------------- resources and paths
 BATCH_FIELDS = ("batch_size", "forget_batch_size")
 
@@ -229,7 +285,8 @@ def check_local_resources(resources: Any, sweep: Any, device: str = "auto") -> l
 # ----------------------------------------------------------------------------- data
 def _data_errors(job: CheckedJob, dataset: Any, scenarios: list[ScenarioSpec], seeds: list[int]) -> list[str]:
     try:
-        job.data = load_dataset(dataset.name, dataset.options)
+        with labels_only():  # the driver needs labels and sizes; image files are decoded by the workers
+            job.data = load_dataset(dataset.name, dataset.options)
     except (DataRootError, DataFormatError) as err:
         return [str(err) if str(err).startswith("dataset") else f"dataset: {err}"]
     except (ValueError, OSError) as err:
@@ -284,7 +341,7 @@ def check_job(path: str | Path, check_data: bool = True, local: bool = True,
     methods = section(raw, "methods")
     registry_errors = _registry_errors(raw)
     errors += registry_errors + _regime_errors(raw) + _method_errors(raw, methods, original)
-    errors += _batch_errors(resources, original, methods)
+    errors += _batch_errors(resources, original, methods) + _expect_errors(raw)
     errors += _original_errors(original) + _storage_errors(section(raw, "storage"))
     if local:
         errors += check_local_resources(resources, sweep, spec.device if spec is not None else "auto")

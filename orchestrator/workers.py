@@ -12,7 +12,7 @@ import importlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import os
 import shutil
 import tempfile
@@ -35,10 +35,14 @@ from camu.training import TrainRecipe, train_classifier
 from camu.weights import load_weights, read_checkpoint_state, save_weights
 from camu.privacy import LiraFit, logit_confidence, per_example_privacy
 from camu.relearn import relearn
+from orchestrator.finals import FINAL_FILE, write_final
+from orchestrator.secrets import install_redacting_filter
 from orchestrator.progress import PROGRESS
 from orchestrator.selection import OBJECTIVE, objective, score
 from orchestrator.tracking import Tracker
 from orchestrator.trial import TrialConfig, WorkerConfig
+
+install_redacting_filter()  # every Ray worker process (Train workers, Tune trial drivers, evaluation tasks) imports this
 
 QUICK_SAMPLE = 512  # retained and test samples (each) of the per-epoch objective, besides all of the selection D_f
 QUICK_SHARE = 0.05  # the per-epoch objective may take at most this share of a trial's unlearning time
@@ -248,16 +252,6 @@ def scaled_params(method: str, params: dict[str, Any], lr_scaling: str, world_si
     return params
 
 
-def run_trial_hook(cfg: TrialConfig) -> None:
-    """Call ``function(cfg, argument)`` for ``worker.trial_hook = "module:function[:argument]"`` at the
-    start of a trial (the fault-tolerance tests inject failures this way; jobs normally set none)."""
-    if not cfg.worker.trial_hook:
-        return
-    module, _, rest = cfg.worker.trial_hook.partition(":")
-    function, _, argument = rest.partition(":")
-    getattr(importlib.import_module(module), function)(cfg, argument)
-
-
 class Timings:
     """Seconds per part of a trial, logged as ``time.*`` metrics of its run (where the time goes)."""
 
@@ -276,6 +270,12 @@ class Timings:
         return {f"time.{k}": v for k, v in self.seconds.items()}
 
 
+# Called with the TrialConfig at the start of every trial, after the job's plugins are imported: a plugin
+# may append to it (the fault-tolerance tests inject failures this way). Nothing from the environment or
+# the record can add to it; only code the job's author listed under ``plugins:``.
+TRIAL_START_HOOKS: list[Callable[[TrialConfig], None]] = []
+
+
 def unlearn_worker(raw: dict[str, Any]) -> None:
     """One unlearning trial of any registered method: unlearn, report per-epoch metrics, then (rank 0)
     evaluate against the oracle. Where the time went is logged as ``time.*`` metrics (worker start,
@@ -286,7 +286,8 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     channel = Channel(via_tune=cfg.report_to == "tune")
     for module in cfg.worker.plugins:  # the job's own methods register themselves in this process too
         importlib.import_module(module)
-    run_trial_hook(cfg)
+    for hook in TRIAL_START_HOOKS:
+        hook(cfg)
     remove_stale_checkpoint_folders()
     wcfg = cfg.worker
     device = resolve_device("cpu" if wcfg.device == "cpu" else "auto") if channel.via_tune else _device(wcfg.model_dump())
@@ -359,15 +360,18 @@ def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, spl
     final["unlearn_seconds"] = result.seconds
     final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
     out = Path(cfg.out_dir)
-    save_weights(result.model, out / "weights.safetensors")
+    staged = save_weights(result.model, out / f".weights-{os.getpid()}.safetensors.tmp")
+    os.replace(staged, out / "weights.safetensors")  # a re-run trial never leaves a torn weights file
     with timings("logging"):
         for step, fa in enumerate(curve):
             tracker.log_metrics(cfg.run_id, {"relearn_fa": fa}, step=step)
-        tracker.log_artifact(cfg.run_id, out / "weights.safetensors", "model")
+        if cfg.log_weights:  # else kept in out_dir until the choice (orchestrator.retention)
+            tracker.log_artifact(cfg.run_id, out / "weights.safetensors", "model")
         tracker.log_parquet(cfg.run_id, samples, "eval/samples.parquet")
     final.update(timings.metrics())
-    (out / "final.json").write_text(json.dumps({"final": 1.0, **final}))
     tracker.log_metrics(cfg.run_id, final, step=result.epochs)
+    # last, atomically: final.json marks the trial finished only once everything above is logged
+    write_final(out / FINAL_FILE, final)
     return final
 
 

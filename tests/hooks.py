@@ -1,20 +1,20 @@
-"""Trial hooks for the fault-tolerance tests (named by CAMU_ORCH_TRIAL_HOOK, run in Ray workers)."""
+"""A plugin for the fault-tolerance tests: listed under a test job's ``plugins:``, it is imported in every
+trial process and makes the sweep's second trial (Tune id ``..._00001``) fail at its start, every time."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from orchestrator.workers import TRIAL_START_HOOKS
 
-def fail_trials(cfg: Any, argument: str) -> None:
-    """``argument`` = "trial=<substring>,times=<n>": a trial whose output folder contains the substring
-    raises at its start, ``n`` times in all (counted in that folder, so retries see the count)."""
-    parts = dict(item.split("=", 1) for item in argument.split(","))
-    if parts["trial"] not in cfg.out_dir:
-        return
-    counter = Path(cfg.out_dir) / "injected_faults"
-    counter.parent.mkdir(parents=True, exist_ok=True)
-    done = int(counter.read_text()) if counter.exists() else 0
-    if done < int(parts.get("times", 1)):
-        counter.write_text(str(done + 1))
-        raise RuntimeError(f"injected fault {done + 1}/{parts.get('times', 1)} (tests.hooks.fail_trials)")
+FAILING_TRIAL = "_00001"
+
+
+def fail_second_trial(cfg: Any) -> None:
+    """Raise at the start of the trial whose output folder names the second sweep trial."""
+    if FAILING_TRIAL in cfg.out_dir:
+        raise RuntimeError(f"injected fault in {cfg.out_dir} (tests.hooks.fail_second_trial)")
+
+
+if fail_second_trial not in TRIAL_START_HOOKS:  # imported once per process, maybe twice in the test process
+    TRIAL_START_HOOKS.append(fail_second_trial)

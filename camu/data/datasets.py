@@ -6,8 +6,11 @@ Nothing is downloaded unless the options say ``download: true``; a missing root 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
@@ -344,7 +347,55 @@ def build_cifar100(opt: CifarOptions) -> ImageData:
 
 
 # ----------------------------------------------------------------------------- ImageNet-style trees
-IN_MEMORY_LIMIT = 2 << 30  # bytes of decoded float32 images below which an image folder is held in memory
+IN_MEMORY_LIMIT = 2 << 30  # bytes of decoded float32 images (train + val) below which in_memory: auto decodes them
+IN_MEMORY_SHARE = 0.75     # in_memory: true may take at most this share of the memory available when it decodes
+DECODE_BATCH = 64          # images per decode batch (the only transient copy besides the preallocated split)
+_LABELS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("camu_labels_only", default=False)
+
+
+@contextlib.contextmanager
+def labels_only() -> Iterator[None]:
+    """Within the block, an image folder is built from its file list and labels alone, never decoding its
+    images into memory (its splits stay lazy, decoding on demand): what validating a job on the driver
+    needs (labels for the splits, sizes for the model). Datasets that are arrays already are unaffected."""
+    token = _LABELS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LABELS_ONLY.reset(token)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: the system's available memory (``MemAvailable``:
+    free plus reclaimable caches), bounded by the headroom of its cgroup's limit (containers, Ray
+    pods); None when unknown."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                found.append(max(0, int(limit) - int(Path(usage_file).read_text().strip())))
+            break
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
 
 
 class ImageFolderOptions(DatasetOptions):
@@ -358,8 +409,9 @@ class ImageFolderOptions(DatasetOptions):
                                                  "image_size once at decode time")
     augment: bool | None = Field(None, description="override the setting's augmentation (default: on for paper)")
     in_memory: bool | Literal["auto"] = Field(
-        "auto", description="decode every image once into memory (auto: when the decoded splits take at most "
-                            f"{IN_MEMORY_LIMIT >> 30} GiB), instead of decoding files at every pass")
+        "auto", description="decode every image once into memory instead of decoding files at every pass (auto: "
+                            f"when train and val decoded take at most {IN_MEMORY_LIMIT >> 30} GiB together; true: "
+                            "refused when they would not fit in the memory available)")
 
     @field_validator("classes")
     @classmethod
@@ -381,15 +433,43 @@ def _image_folder_views(opt: ImageFolderOptions) -> tuple[int, int, ImageView, I
     return resized, resized, ImageView(size, crop, augment=augment), ImageView(size, crop)
 
 
-def _decoded(source: LazySource, batch_size: int = 256) -> TensorSource:
-    """Every image of a lazy split decoded once (by its DataLoader workers) into one in-memory tensor."""
-    loader = DataLoader(source.dataset, batch_size=batch_size, num_workers=source.num_workers)
-    images = torch.cat([x for x, _ in loader]) if len(source) else torch.empty(0)
+def _decoded(source: LazySource, shape: tuple[int, ...], batch_size: int | None = None) -> TensorSource:
+    """Every image of a lazy split decoded once (by its DataLoader workers) straight into one preallocated
+    (N, *shape) tensor: the peak is the split plus one batch, not a list of batches and their concatenation."""
+    images = torch.empty((len(source), *shape), dtype=torch.float32)
+    loader = DataLoader(source.dataset, batch_size=batch_size or DECODE_BATCH, num_workers=source.num_workers)
+    filled = 0
+    for x, _ in loader:
+        if tuple(x.shape[1:]) != tuple(shape) or filled + len(x) > len(images):
+            raise DataFormatError(f"dataset.root: decoding gave images of shape {tuple(x.shape[1:])} where "
+                                  f"{tuple(shape)} was expected")
+        images[filled: filled + len(x)] = x
+        filled += len(x)
+    if filled != len(images):
+        raise DataFormatError(f"dataset.root: {filled} of {len(images)} images decoded; the folder changed meanwhile")
     return TensorSource(images, source.labels, source.view)
 
 
+def _decode_in_memory(opt: ImageFolderOptions, decoded_bytes: int) -> bool:
+    """Whether to decode the image folder into memory; ``decoded_bytes`` is train and val together. Refuses
+    ``in_memory: true`` beyond the memory available now (with a margin for the model and batches)."""
+    if _LABELS_ONLY.get() or opt.in_memory is False:
+        return False
+    if opt.in_memory == "auto":
+        return decoded_bytes <= IN_MEMORY_LIMIT
+    available = available_memory()
+    if available is not None and decoded_bytes > IN_MEMORY_SHARE * available:
+        raise DataFormatError(
+            f"dataset.in_memory: true would decode {_gib(decoded_bytes)} of images into memory, but this process has "
+            f"{_gib(available)} available (at most {IN_MEMORY_SHARE:.0%} of it may go to images); set in_memory: "
+            f"auto (decoded only up to {IN_MEMORY_LIMIT >> 30} GiB) or false to decode the files at every pass, or "
+            f"keep fewer images (dataset.classes, dataset.max_per_class, a smaller dataset.image_size)")
+    return True
+
+
 def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None, resized: int, side: int,
-                        view: ImageView) -> tuple[Source, list[str]]:
+                        view: ImageView) -> tuple[LazySource, list[str]]:
+    """One split as a lazy source over its file list (labels only; nothing decoded yet)."""
     import torchvision
     from torchvision import transforms as T
 
@@ -412,11 +492,7 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None, re
     ds.samples = ds.imgs = samples
     ds.targets = [s[1] for s in samples]
     ds.classes, ds.class_to_idx = list(keep), {c: i for i, c in enumerate(keep)}
-    lazy = LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view)
-    decoded_bytes = len(lazy) * 3 * side * side * 4
-    if opt.in_memory is True or (opt.in_memory == "auto" and decoded_bytes <= IN_MEMORY_LIMIT):
-        return _decoded(lazy), list(keep)
-    return lazy, list(keep)
+    return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view), list(keep)
 
 
 @register_dataset("imagefolder", ImageFolderOptions, "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
@@ -428,7 +504,12 @@ def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
                 f"dataset.root: expected {root / part}/<class>/<image> folders; lay the ImageNet train and "
                 f"val images out by class (e.g. with the usual valprep script) under {root}")
     resized, side, train_view, test_view = _image_folder_views(opt)
-    train, classes = _image_folder_split(root / "train", opt, opt.max_per_class, resized, side, train_view)
-    test, _ = _image_folder_split(root / "val", opt, None, resized, side, test_view)
+    lazy_train, classes = _image_folder_split(root / "train", opt, opt.max_per_class, resized, side, train_view)
+    lazy_test, _ = _image_folder_split(root / "val", opt, None, resized, side, test_view)
+    shape = (3, side, side)
+    train: Source = lazy_train
+    test: Source = lazy_test
+    if _decode_in_memory(opt, (len(lazy_train) + len(lazy_test)) * 3 * side * side * 4):
+        train, test = _decoded(lazy_train, shape), _decoded(lazy_test, shape)
     return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes,
                      IMAGENET_MEAN, IMAGENET_STD)

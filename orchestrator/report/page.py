@@ -25,7 +25,7 @@ table{border-collapse:collapse;font-size:.8rem;margin:.6rem 0;width:100%}th,td{b
 text-align:right;white-space:nowrap}th{background:#f2f2f2}td.l,th.l{text-align:left}tr.ref td{background:#f7f7f7;
 font-style:italic}tr.win td{font-weight:600}figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#444}.absent{color:#777;font-size:.85rem}.links a{margin-right:1.2rem}
-.wrap{overflow-x:auto}code{background:#f4f4f4;padding:0 .2rem}
+.wrap{overflow-x:auto}code{background:#f4f4f4;padding:0 .2rem}tr.miss td{background:#fdecea}
 """
 
 COLUMNS = [("ra", "RA"), ("fa", "FA"), ("ta", "TA"), ("ta_retained", "TA retained"),
@@ -93,6 +93,17 @@ def comparison_table(table: pa.Table, class_removal: bool) -> str:
     return f"<div class=wrap><table>{head}{''.join(body)}</table></div>"
 
 
+def targets_table(checked: list[Any]) -> str:
+    """The scenario's expect: targets (``orchestrator.expectations``): the columns ``results --check``
+    prints, a missed target's row marked, then how many were met."""
+    from orchestrator.expectations import COLUMNS, cells, met_line
+
+    head = "<tr>" + "".join(f"<th class=l>{escape(c)}</th>" for c in COLUMNS) + "</tr>"
+    body = "".join(f"<tr class='{'' if r.passed else 'miss'}'>"
+                   + "".join(f"<td class=l>{escape(v)}</td>" for v in cells(r)) + "</tr>" for r in checked)
+    return f"<div class=wrap><table>{head}{body}</table></div><p class=meta>{escape(met_line(checked))}</p>"
+
+
 def status_table(sc: ScenarioData) -> tuple[str, int]:
     """Trials per method by status; returns (html, how many did not finish)."""
     counts: dict[str, dict[str, int]] = {}
@@ -146,13 +157,13 @@ def render(source: ReportSource, by_method: pa.Table, images: dict[tuple[str, st
                  f"mean ± standard deviation over the seeds (no ± for one seed). Accuracies in %, the official MIA "
                  f"as a fraction, MIA-efficacy in % of D_f predicted non-member.</p>")
     for sc in source.scenarios:
-        parts.append(_scenario(sc, by_method, images, links, source.job))
+        parts.append(_scenario(sc, by_method, images, links, source.job, source.expect))
     parts.append("</body></html>")
     return "".join(parts)
 
 
 def _scenario(sc: ScenarioData, by_method: pa.Table, images: dict[tuple[str, str], bytes | None],
-              links: UiLinks | None, job: str) -> str:
+              links: UiLinks | None, job: str, expect: list[Any] | None = None) -> str:
     kind = "class removal" if sc.class_removal else f"{sc.kind} removal"
     seeds = sorted({r["seed"] for r in sc.rows})
     mine = by_method.filter(pa.compute.equal(by_method["scenario"], sc.name))
@@ -169,6 +180,13 @@ def _scenario(sc: ScenarioData, by_method: pa.Table, images: dict[tuple[str, str
         out.append(f"<p class=note>{unfinished} trial(s) of this scenario did not finish (stopped early by the "
                    f"scheduler or the time budget, or failed); the table below counts finished trials only.</p>")
     out.append(comparison_table(mine, sc.class_removal))
+    targets = [t for t in expect or [] if t.scenario == sc.name]
+    if targets:
+        from orchestrator.expectations import evaluate
+
+        out.append("<h3>Targets</h3><p class=meta>The job's <code>expect:</code> targets: the mean over the seeds "
+                   "must lie within the tolerance of the value (<code>camu-orch results JOB --check</code>).</p>")
+        out.append(targets_table(evaluate(targets, mine)))
     out.append("<details><summary>trials by status</summary>" + status + "</details>")
     for name in ("tradeoff", "frontier", "epochs", "relearning", "membership"):
         out.append(figure_block(name, images.get((sc.name, name)), TITLES[name], CAPTIONS[name], ABSENT[name]))

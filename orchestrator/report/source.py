@@ -70,6 +70,7 @@ class ReportSource:
     tracking_uri: str = ""
     status: str = "FINISHED"
     notes: list[str] = field(default_factory=list)  # what the report could not read, said on its first page
+    expect: list[Any] = field(default_factory=list)  # the job's expect: targets (orchestrator.spec.ExpectSpec)
 
     @classmethod
     def from_summary(cls, summary: pa.Table, job: str = "job", kinds: dict[str, str] | None = None,
@@ -129,9 +130,25 @@ def load_source(tracker: Tracker, ident: str) -> ReportSource:
             child = by_name.get(sc.name)
             sc.run_id = child.info.run_id if child else ""
             _details(tracker, sc, Path(tmp), notes)
+    source.expect = _targets(tracker, run_id, notes)
     if parent.info.status != "FINISHED":
         notes.insert(0, f"the job run is {parent.info.status}: this report shows what it recorded before it ended")
     return source
+
+
+def _targets(tracker: Tracker, run_id: str, notes: list[str]) -> list[Any]:
+    """The job's expect: targets from its logged job.yaml; a job run without a readable one has none
+    (said in the notes when the file is there but its targets cannot be read)."""
+    from orchestrator.expectations import read_targets
+    from orchestrator.spec import JobSpecError
+
+    try:
+        return read_targets(tracker, run_id)
+    except LookupError:
+        return []
+    except JobSpecError as err:
+        notes.append(f"the job's expect: targets cannot be read ({'; '.join(err.errors)[:300]})")
+        return []
 
 
 def _summary(tracker: Tracker, run_id: str, children: list[Any], tmp: Path, notes: list[str]) -> pa.Table:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from tests.integration.conftest import in_job_folder
+from orchestrator.identity import experiment_name
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [pytest.mark.integration, pytest.mark.browser,
@@ -118,7 +119,7 @@ def _visible_run_names(page) -> set[str]:
 
 
 def _runs(served, query: str):
-    exp = served["client"].get_experiment_by_name("ui")
+    exp = served["client"].get_experiment_by_name(experiment_name("ui", "owner"))
     return served["client"].search_runs([exp.experiment_id], query, max_results=500)
 
 

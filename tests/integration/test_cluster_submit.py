@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
+from orchestrator.identity import experiment_name, registered_model_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,8 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     no_token = _cli(["list", "--address", cluster["address"]], {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
                     | {"HOME": str(tmp), "RAY_AUTH_MODE": "disabled"})
     assert no_token.returncode != 0  # the cluster demands its token
+    # the probe `submit --address` makes (no credentials at all) is refused too, so submit goes ahead
+    assert requests.get(f"{cluster['address']}/api/version", timeout=10).status_code == 401
 
     start, start_epoch = time.perf_counter(), time.time()
     done = _cli(["submit", "jobs/quickstart.yaml", "--address", cluster["address"], "--wait", *sets], env)
@@ -122,12 +125,13 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     submission = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("submitted "))
     assert "SUCCEEDED" in done.stdout and "[4/5] camu on class3" in done.stdout
     assert "checking that the cluster can run camu-orch" in done.stdout  # the preflight job ran and passed
+    assert "without a token" not in out and "--allow-unauthenticated" not in out  # a token cluster passes the probe
     status = _cli(["status", submission, "--address", cluster["address"]], env)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
     listed = _cli(["list", "--address", cluster["address"]], env)
     assert submission in listed.stdout
     client = MlflowClient(cluster["mlflow"])
-    exp = client.get_experiment_by_name("cluster-e2e")
+    exp = client.get_experiment_by_name(experiment_name("cluster-e2e", "owner"))
     first_trial = min(r.info.start_time for r in client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'"))
     first_train = min(r.info.start_time for r in client.search_runs([exp.experiment_id], "tags.`camu.role` = 'original'"))
     print(f"submit-to-end wall {wall:.1f}s; submit to first Train run {first_train / 1000 - start_epoch:.1f}s; "
@@ -143,7 +147,7 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     assert all(t.info.status == "FINISHED" for t in trials)
     arts = {a.path for a in client.list_artifacts(jobs[0].info.run_id, "eval")}
     assert "eval/summary.parquet" in arts  # uploaded through the server's artifact proxy
-    assert client.get_model_version_by_alias("camu-quickstart-class3-camu", "candidate")
+    assert client.get_model_version_by_alias(registered_model_name("camu-quickstart", "owner", "class3", "camu"), "candidate")
 
 
 def _cmdline(pid: str) -> str:
@@ -192,7 +196,7 @@ def test_a_node_lost_mid_sweep_costs_only_the_trials_that_ran_there(cluster):
     client = MlflowClient(cluster["mlflow"])
     killed_at, deadline = None, time.time() + 420
     while killed_at is None and time.time() < deadline and job.poll() is None:
-        exp = client.get_experiment_by_name("cluster-node-loss")
+        exp = client.get_experiment_by_name(experiment_name("cluster-node-loss", "owner"))
         sweeping = exp and client.search_runs(
             [exp.experiment_id], "tags.`camu.role` = 'trial' and attributes.status = 'RUNNING'")
         if sweeping and any(not r.data.tags["camu.trial_id"].startswith("preset") for r in sweeping) \
@@ -204,7 +208,7 @@ def test_a_node_lost_mid_sweep_costs_only_the_trials_that_ran_there(cluster):
     Path("/tmp/camu_node_loss.log").write_text(out)
     assert killed_at is not None, "no sweep trial ran on the second node:\n" + out[-3000:]
     assert job.returncode == 0, out[-4000:]
-    exp = client.get_experiment_by_name("cluster-node-loss")
+    exp = client.get_experiment_by_name(experiment_name("cluster-node-loss", "owner"))
     trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'")
     names = [t.info.run_name for t in trials]
     assert len(names) == len(set(names)) == 5, names  # the preset and 4 sweep trials, none duplicated

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from orchestrator.identity import experiment_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -76,7 +77,7 @@ def _trial_runs(work: Path) -> list:
         return []
     try:
         client = MlflowClient(f"sqlite:///{db}")
-        exp = client.get_experiment_by_name("faults")
+        exp = client.get_experiment_by_name(experiment_name("faults", "owner"))
         return client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'") if exp else []
     except Exception:  # noqa: BLE001 - the store may be mid-creation
         return []
@@ -126,6 +127,14 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     before = {r.info.run_name: r.info.status for r in _trial_runs(tmp_path)}
     assert "RUNNING" in before.values() or len(before) < 4  # it really was interrupted mid-sweep
     finished_before = {n for n, s in before.items() if s == "FINISHED"}
+    # the driver is gone: the first look at the record closes what it left open, and says the job did not finish
+    looked = _start(["results", "faulty"], tmp_path)
+    said = _output(looked, 120)
+    assert looked.returncode == 2 and "did not finish" in said, said[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment_name("faults", "owner"))
+    left = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id], "")}
+    assert "RUNNING" not in left.values() and left["faulty"] == "FAILED", left
     start = time.time()
     resumed = _start(["resume", "faulty"], tmp_path)
     out = _output(resumed, 900)
@@ -133,7 +142,7 @@ def test_killed_driver_then_resume_finishes_without_duplicates(tmp_path):
     assert "resuming job faulty" in out
     print(f"resume took {time.time() - start:.1f}s")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("faults")
+    exp = client.get_experiment_by_name(experiment_name("faults", "owner"))
     jobs = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'job'")
     assert len(jobs) == 1 and jobs[0].info.status == "FINISHED"
     everything = client.search_runs([exp.experiment_id], "")
@@ -160,7 +169,9 @@ def test_sigterm_marks_open_runs_killed_and_exits_cleanly(tmp_path):
         _wait_for(lambda: _store_ready(proc) and running_trial(), 400, "a running sweep trial", proc)
         time.sleep(1)
         os.kill(proc.pid, signal.SIGTERM)
+        stopped_at = time.time()
         out = _output(proc, 120)
+        print(f"stop-to-closed: the job exited with its runs closed {time.time() - stopped_at:.1f}s after SIGTERM")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -169,7 +180,7 @@ def test_sigterm_marks_open_runs_killed_and_exits_cleanly(tmp_path):
         assert crash not in out, out[-3000:]
     assert "open MLflow runs were marked KILLED" in out
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("faults")
+    exp = client.get_experiment_by_name(experiment_name("faults", "owner"))
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp.experiment_id], "")}
     assert "RUNNING" not in statuses.values() and "FAILED" not in statuses.values(), statuses
     assert statuses["faulty"] == "KILLED"
@@ -209,7 +220,7 @@ def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
 
     def sweep_started() -> bool:
         try:
-            exp = client.get_experiment_by_name("faults")
+            exp = client.get_experiment_by_name(experiment_name("faults", "owner"))
             return bool(exp and client.search_runs([exp.experiment_id], "tags.`camu.method` = 'camu'"))
         except Exception:  # noqa: BLE001
             return False
@@ -238,7 +249,7 @@ def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
         resumed = _start(["resume", "faulty", "--tracking-uri", uri], tmp_path)
         out = _output(resumed, 900)
         assert resumed.returncode == 0, out[-3000:]
-        exp = client.get_experiment_by_name("faults")
+        exp = client.get_experiment_by_name(experiment_name("faults", "owner"))
         jobs = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'job'")
         assert len(jobs) == 1 and jobs[0].info.status == "FINISHED"
         everything = client.search_runs([exp.experiment_id], "")

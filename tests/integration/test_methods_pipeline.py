@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from tests.integration.conftest import in_job_folder
+from orchestrator.identity import experiment_name, registered_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ def test_by_method_is_mean_and_std_over_seeds(job):
 
 def test_mlflow_record_names_the_method(job):
     client = job["client"]
-    exp = client.get_experiment_by_name("two")
+    exp = client.get_experiment_by_name(experiment_name("two", "owner"))
     trials = client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'", max_results=100)
     names = {t.info.run_name for t in trials}
     assert {"class3/throwaway/seed0/preset", "class3/throwaway/seed1/preset", "class3/finetune/seed1/preset"} <= names
@@ -105,7 +106,7 @@ def test_mlflow_record_names_the_method(job):
     best = [t for t in trials if t.data.tags.get("camu.is_best") == "true"]
     assert sorted(t.data.tags["camu.method"] for t in best) == ["finetune", "finetune", "throwaway", "throwaway"]
     for method in ("throwaway", "finetune"):
-        version = client.get_model_version_by_alias(f"camu-two-class3-{method}", "candidate")
+        version = client.get_model_version_by_alias(registered_model_name("camu-two", "owner", "class3", method), "candidate")
         assert version.tags["camu.method"] == method
         run_id = next(t for t in trials if t.info.run_name == f"class3/{method}/seed0/preset").info.run_id
         epochs = 2 if method == "throwaway" else 1

@@ -4,7 +4,6 @@ sweep, a real sqlite MLflow store; the run tree, artifacts, registry and `result
 from __future__ import annotations
 
 import json
-import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from tests.integration.conftest import in_job_folder
+from orchestrator.identity import experiment_name, registered_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +41,8 @@ def submitted(ray_cluster, tmp_path_factory):
     (work / "tiny.yaml").write_text(yaml.safe_dump(JOB))
     with in_job_folder(work):
         runner = CliRunner()
-        os.environ["CAMU_ORCH_TRIAL_HOOK"] = "tests.hooks:fail_trials:trial=_00001,times=100"
-        first = runner.invoke(app, ["submit", "tiny.yaml"])
-        os.environ.pop("CAMU_ORCH_TRIAL_HOOK")
+        # the plugin makes the second sweep trial fail at its start (a job's own code, not the environment)
+        first = runner.invoke(app, ["submit", "tiny.yaml", "--set", "plugins=[tests.hooks]"])
         second = runner.invoke(app, ["submit", "tiny.yaml", "--set", "sweep.num_samples=1"])
         table = runner.invoke(app, ["results", "tiny", "--format", "json"])
         parquet = runner.invoke(app, ["results", "tiny", "--format", "parquet", "-o", str(work / "s.parquet")])
@@ -67,7 +66,7 @@ def test_submit_succeeds_and_prints_where_the_record_is(submitted):
 
 def test_mlflow_run_tree(submitted):
     client = submitted["client"]
-    exp = client.get_experiment_by_name("tiny-exp")
+    exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
     jobs = _runs(client, exp.experiment_id, "tags.`camu.role` = 'job'")
     assert len(jobs) == 2 and all(j.info.status == "FINISHED" for j in jobs)
     parent = sorted(jobs, key=lambda r: r.info.start_time)[0]
@@ -95,7 +94,10 @@ def test_mlflow_run_tree(submitted):
         assert t.data.params["data_parallel.per_worker_batch"] == "16"
         arts = {a.path for a in client.list_artifacts(t.info.run_id, "model")} | \
                {a.path for a in client.list_artifacts(t.info.run_id, "eval")}
-        assert {"model/weights.safetensors", "eval/samples.parquet"} <= arts
+        assert "eval/samples.parquet" in arts
+        # storage.keep_weights: chosen (default): presets and the chosen configuration keep their weights
+        kept = t.data.tags["camu.trial_id"].startswith("preset") or t.data.tags.get("camu.is_best") == "true"
+        assert ("model/weights.safetensors" in arts) == kept, (t.info.run_name, arts)
     for role in ("original", "oracle"):
         runs = _runs(client, exp.experiment_id, f"tags.`camu.role` = '{role}'")
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # trained once, reused by the second job
@@ -108,16 +110,37 @@ def test_mlflow_run_tree(submitted):
     assert pq.read_table(local).num_rows == 6  # original, oracle, 2 presets, 2 sweep trials
 
 
+def test_the_job_writes_nothing_outside_its_experiment_and_named_places(submitted):
+    """No run and no logged model in Default (MLflow 3 logs models into the active experiment unless told),
+    nothing in the working folder besides the store, the default Ray storage and cache, and the files the
+    test wrote; every run carries its owner and code; finished Train and Tune folders are gone."""
+    client, work = submitted["client"], submitted["work"]
+    assert client.search_runs(["0"], "") == []
+    assert client.search_logged_models(experiment_ids=["0"]) == []
+    exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
+    models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert models and all(m.experiment_id == exp.experiment_id for m in models)
+    written_by_tests = {"tiny.yaml", "s.parquet", "summary.parquet"}
+    assert sorted(p.name for p in work.iterdir() if p.name not in written_by_tests) == \
+        [".camu-cache", "camu_runs", "mlartifacts", "mlflow.db"]
+    for run in client.search_runs([exp.experiment_id], "", max_results=1000):
+        assert run.data.tags["camu.owner"] and len(run.data.tags["camu.code_hash"]) == 16, run.info.run_name
+    leftovers = [f.name for f in (work / "camu_runs").iterdir() if f.name != "tiny"]
+    # every finished Train run and sweep folder was deleted; the failed trial keeps its run (for a resume)
+    assert leftovers and all("_00001" in name for name in leftovers), leftovers
+    assert "stored:" in submitted["first"].output and "MLflow artifacts" in submitted["first"].output
+
+
 def test_registered_best_model(submitted):
     client = submitted["client"]
-    mv = client.get_model_version_by_alias("camu-tiny-class3-camu", "candidate")
+    mv = client.get_model_version_by_alias(registered_model_name("camu-tiny", "owner", "class3", "camu"), "candidate")
     assert mv.tags["camu.scenario"] == "class3" and mv.tags["camu.method"] == "camu"
     best_run = client.get_run(mv.run_id)
     assert best_run.data.tags["camu.is_best"] == "true"
     import mlflow.pytorch
     import torch
 
-    mlflow_model = mlflow.pytorch.load_model("models:/camu-tiny-class3-camu@candidate")  # pt2: no pickle
+    mlflow_model = mlflow.pytorch.load_model(f"models:/{registered_model_name('camu-tiny', 'owner', 'class3', 'camu')}@candidate")  # pt2: no pickle
     logits = mlflow_model(torch.zeros(2, 1, 8, 8))
     assert tuple(logits.shape) == (2, 10)
 
@@ -145,7 +168,7 @@ def test_results_table(submitted):
 
 def test_first_job_recorded_the_failed_trial(submitted):
     client = submitted["client"]
-    exp = client.get_experiment_by_name("tiny-exp")
+    exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
     parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
     local = client.download_artifacts(parent.info.run_id, "eval/summary.parquet", str(submitted["work"]))
     rows = pq.read_table(local).to_pylist()
@@ -165,7 +188,7 @@ def test_submit_ends_with_a_report_that_says_a_trial_failed(submitted):
     assert "1 trial(s) of this scenario did not finish" in html
     assert html.count("data:image/png;base64,") >= 4  # trade-off, frontier, per-epoch, membership
     client = submitted["client"]
-    exp = client.get_experiment_by_name("tiny-exp")
+    exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
     parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "report/figures")}

@@ -139,6 +139,7 @@ IDX_HEADER = b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "b
 DEEP = "a: " + "[" * 200 + "]" * 200 + "\n"
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+TARGET = {"scenario": "class3", "method": "camu", "metric": "fa", "value": 0.0, "tolerance": 1.0, "source": "official run"}
 GRID = {f"w_{k}": {"grid": list(range(1, 301))} for k in ("rep_keep", "rep_forget", "out_keep", "out_forget")}
 
 CASES = [
@@ -276,6 +277,8 @@ CASES = [
          "needs sweep.search: grid"),
     Case("sweep-scheduler", validate_job(job(**{"sweep.scheduler": "pbt"})), "sweep.scheduler"),
     Case("objective-negative", validate_job(job(**{"sweep.objective": {"ra_max_drop": -1}})), "sweep.objective.ra_max_drop"),
+    Case("selection-fraction-zero", validate_job(job(evaluation={"selection_fraction": 0})), "evaluation.selection_fraction: 0 would choose"),
+    Case("selection-fraction-one", validate_job(job(evaluation={"selection_fraction": 1})), "evaluation.selection_fraction: 1 would leave"),
     # ------------------------------------------------------------------ resources
     Case("gpus-inf", validate_job(job(**{"resources.gpus_per_worker": float("inf")})), "resources.gpus_per_worker: must be a finite"),
     Case("gpus-nan", validate_job(job(**{"resources.gpus_per_worker": float("nan")})), "resources.gpus_per_worker: must be a finite"),
@@ -294,8 +297,16 @@ CASES = [
     Case("experiment-empty", validate_job(job(tracking={"experiment": ""})), "tracking.experiment"),
     Case("storage-unwritable", validate_job(job(storage={"path": "/proc/camu"})), "storage.path: cannot write"),
     Case("storage-is-file", validate_with(lambda d: job(storage={"cache_dir": file_in(d, "f", b"x")})), "storage.cache_dir: "),
+    Case("storage-s3-without-cache", validate_job(job(storage={"path": "s3://bucket/runs"})), "storage.cache_dir: required"),
+    Case("storage-cache-s3", validate_job(job(storage={"cache_dir": "s3://bucket/cache"})), "storage.cache_dir: s3:// is not a folder"),
     Case("storage-under-file", validate_with(lambda d: job(storage={"path": file_in(d, "g", b"x") + "/sub"})), "is a file"),
     Case("device", validate_job(job(device="tpu")), "device"),
+    # ------------------------------------------------------------------ expect: targets
+    Case("expect-unknown-scenario", validate_job(job(expect=[dict(TARGET, scenario="class4")])), "expect.0.scenario: unknown scenario 'class4'"),
+    Case("expect-unknown-method", validate_job(job(expect=[dict(TARGET, method="scrub")])), "expect.0.method: unknown method 'scrub'"),
+    Case("expect-unknown-metric", validate_job(job(expect=[dict(TARGET, metric="acc")])), "expect.0.metric: unknown metric 'acc'; choose one of ra, fa"),
+    Case("expect-negative-tolerance", validate_job(job(expect=[dict(TARGET, tolerance=-1)])), "expect.0.tolerance"),
+    Case("expect-no-source", validate_job(job(expect=[{k: v for k, v in TARGET.items() if k != "source"}])), "expect.0.source: required"),
 ]
 
 
@@ -356,8 +367,10 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
     exp = tracker.experiment("e")
-    run = tracker.find_or_create_run(exp, "half", {"camu.role": "job", "camu.job": "half", "camu.submission": "s1"},
-                                     key="job:half:s1")
+    from orchestrator.identity import run_identity_tags
+
+    run = tracker.find_or_create_run(exp, "half", {"camu.role": "job", "camu.job": "half", "camu.submission": "s1",
+                                                   **run_identity_tags()}, key="job:half:s1")
     corrupt = folder / "corrupt.db"
     corrupt.write_bytes(os.urandom(4096))
     return {"uri": tracker.uri, "run": run, "corrupt": f"sqlite:///{corrupt}", "folder": folder}

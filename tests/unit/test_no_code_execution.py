@@ -108,7 +108,8 @@ def test_runs_uri_with_honest_weights_loads_them(tmp_path, store):
 
 
 @pytest.mark.integration  # logs and registers real MLflow models (torch.export: seconds each)
-def test_models_uri_of_a_pickled_model_is_refused(marker, tmp_path, store):
+def test_models_uri_of_a_pickled_model_is_refused(marker, tmp_path, store, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow writes a logged model's files under ./mlruns of the working folder
     import mlflow
     import mlflow.pytorch
 
@@ -128,7 +129,8 @@ def test_models_uri_of_a_pickled_model_is_refused(marker, tmp_path, store):
 
 
 @pytest.mark.integration  # logs and registers real MLflow models (torch.export: seconds each)
-def test_models_uri_with_a_disguised_state_dict_is_refused(marker, tmp_path, store):
+def test_models_uri_with_a_disguised_state_dict_is_refused(marker, tmp_path, store, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow writes a logged model's files under ./mlruns of the working folder
     import mlflow
     import mlflow.pytorch
 

@@ -38,22 +38,42 @@ def test_local_tracking_store_is_refused(spec, monkeypatch):
     assert remote.remote_tracking_uri(spec) == "http://mlflow:5000"
 
 
-def test_submission_carries_code_settings_and_credentials_but_not_data(spec, monkeypatch):
+def test_submission_carries_code_and_settings_but_no_credentials_unless_asked(spec, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice-user")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cr3t-value")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok3n-value")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token-value")
-    sub = remote.build_submission(spec, JOB, ["sweep.num_samples=2"])
+    sub = remote.build_submission(spec, JOB, ["sweep.num_samples=2"], tmp_path / "a")
     assert sub["entrypoint"] == "python -m orchestrator run jobs/quickstart.yaml --set sweep.num_samples=2"
     assert sub["submission_id"].startswith("camu-quickstart-")
     env = sub["runtime_env"]["env_vars"]
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert env["MLFLOW_TRACKING_PASSWORD"] == "s3cr3t-value"
     assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "180"  # from cluster/runtime_env.yaml
-    assert "ray-token-value" not in str(sub)  # the Ray token only ever goes into request headers
-    excludes = sub["runtime_env"]["excludes"]
-    assert {"data", "*.db", "mlartifacts", "camu_runs", ".camu-cache", ".venv"} <= set(excludes)
-    assert sub["runtime_env"]["working_dir"] == str(ROOT)
+    assert env["RAY_JOB_STOP_WAIT_TIME_S"] == "30"  # `camu-orch stop` leaves the driver time to close its runs
+    for secret in ("alice-user", "s3cr3t-value", "tok3n-value", "ray-token-value"):
+        assert secret not in str(sub)  # credentials stay here unless --forward-credentials
+    assert not set(remote.MLFLOW_SECRET_VARS) & set(env)
+    assert sub["runtime_env"]["working_dir"] == str(tmp_path / "a")  # the staged allowlist, not the checkout
+    assert "excludes" not in sub["runtime_env"]
+    assert "not sent to the cluster" in remote.credential_warnings(spec, False)[0]
+
+    asked = remote.build_submission(spec, JOB, [], tmp_path / "b", forward_credentials=True)
+    env = asked["runtime_env"]["env_vars"]
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "s3cr3t-value" and env["MLFLOW_TRACKING_USERNAME"] == "alice-user"
+    assert "ray-token-value" not in str(asked)  # the Ray token only ever goes into request headers
+    warning = remote.credential_warnings(spec, True)[0]
+    assert "every holder" in warning and "job list" in warning and "s3cr3t-value" not in warning
+
+
+def test_tracking_uri_with_credentials_is_never_sent(spec, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:hunter2pass@mlflow.example:5000")
+    for forward in (False, True):
+        with pytest.raises(JobSpecError, match="remove user:password@") as err:
+            remote.build_submission(spec, JOB, [], tmp_path / f"a{forward}", forward_credentials=forward)
+        assert "MLFLOW_TRACKING_PASSWORD" in str(err.value) and "hunter2pass" not in str(err.value)
 
 
 def test_job_outside_the_project_is_refused(spec, tmp_path, monkeypatch):
@@ -87,14 +107,16 @@ def test_multi_node_cluster_refuses_node_local_storage(spec, monkeypatch):
         check_storage(spec)
     assert "storage.path" in str(err.value) and "storage.cache_dir" in str(err.value)
     check_storage(spec.model_copy(update={"storage": spec.storage.model_copy(update={"shared": True})}))
-    s3 = spec.storage.model_copy(update={"path": "s3://bucket/runs", "cache_dir": "s3://bucket/cache"})
+    s3 = spec.storage.model_copy(update={"path": "s3://bucket/runs", "cache_dir": "/mnt/shared/cache", "shared": True})
     check_storage(spec.model_copy(update={"storage": s3}))
+    bad = spec.storage.model_copy(update={"path": "s3://bucket/runs", "cache_dir": "s3://bucket/cache"})
+    with pytest.raises(JobSpecError, match="storage.cache_dir"):
+        check_storage(spec.model_copy(update={"storage": bad}))
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": False}])
     check_storage(spec)  # one live node: local storage is fine
 
 
-def test_secrets_never_travel_or_land_in_git():
-    assert {".env", "*.env", ".env.*"} <= set(remote.EXCLUDES)
+def test_secrets_never_land_in_git():
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert ".env" in ignored and "*.env" in ignored
 
@@ -130,10 +152,10 @@ class FakeJobs:
         return True
 
 
-def test_preflight_runs_doctor_with_the_jobs_runtime_env(spec, monkeypatch):
+def test_preflight_runs_doctor_with_the_jobs_runtime_env(spec, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    sub = remote.build_submission(spec, JOB, [])
+    sub = remote.build_submission(spec, JOB, [], tmp_path)
     ok = FakeJobs("SUCCEEDED")
     remote.preflight(ok, sub)
     assert ok.submitted[0]["entrypoint"] == "python -m orchestrator doctor"

@@ -232,3 +232,32 @@ def test_report_of_a_missing_job_is_a_clear_error(tmp_path, monkeypatch):
     bad_out = runner.invoke(app, ["report", "nope", "-o", str(tmp_path / "r.pdf")])
     assert bad_out.exit_code == 2 and "--output" in bad_out.output
     assert not list(Path(tmp_path).iterdir())  # nothing written, no store created
+
+
+def test_expect_targets_table_shows_pass_and_fail(tmp_path):
+    """A job's expect: targets appear in their scenario's section with the columns results --check prints,
+    the measured mean +- std recomputed here from the summary rows, and the source HTML-escaped."""
+    from orchestrator.spec import ExpectSpec
+
+    summary = summary_fixture()
+    rows = summary.to_pylist()
+    fa = [r["fa"] for r in rows if r["scenario"] == "class0" and r["method"] == "camu" and r["is_best"]]
+    mean, std = float(np.mean(fa)), float(np.std(fa, ddof=1))
+    digits = 3 if abs(mean) < 1 else 2
+    targets = [ExpectSpec(scenario="class0", method="camu", metric="fa", value=round(mean, 1), tolerance=0.5,
+                          source="Fig. 3 <read by eye>"),
+               ExpectSpec(scenario="class0", method="oracle", metric="ra", value=50.0, tolerance=1.0,
+                          source="paper Table 2")]
+    source = ReportSource.from_summary(summary, job="fixture", expect=targets)
+    render_source(source, tmp_path / "report.html")
+    text = (tmp_path / "report.html").read_text()
+    page = _Page()
+    page.feed(text)
+    tables = [t for t in page.tables if t and t[0][:3] == ["scenario", "method", "metric"]]
+    assert len(tables) == 1  # the random10 scenario has no targets: no table there
+    header, *body = tables[0]
+    assert header == ["scenario", "method", "metric", "target", "measured", "seeds", "result", "source"]
+    assert body[0] == ["class0", "camu", "fa", f"{round(mean, 1):g} +- 0.5",
+                       f"{mean:.{digits}f} +- {std:.{digits}f}", "3", "PASS", "Fig. 3 <read by eye>"]
+    assert body[1][:3] == ["class0", "oracle", "ra"] and body[1][6] == "FAIL"
+    assert "Fig. 3 &lt;read by eye&gt;" in text and "1 of 2 targets met" in text
