@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from orchestrator.identity import experiment_name
 
 
@@ -60,7 +61,18 @@ def measure(spec: dict, work: Path) -> dict:
     finally:
         os.chdir(old)
     return {"wall": wall, "read_seconds": read_seconds, "rows": json.loads(table.stdout),
-            "runs": _trial_runs(work / "mlflow.db")}
+            "runs": _trial_runs(work / "mlflow.db"), "stored": stored_bytes(work)}
+
+
+def stored_bytes(work: Path) -> dict[str, int]:
+    """Bytes the job left on disk: MLflow artifacts, Ray Train/Tune storage (the job folders inside it
+    counted apart) and the model cache."""
+    from orchestrator.retention import folder_bytes
+
+    runs = work / "camu_runs"
+    jobs = folder_bytes(runs / "scale")
+    return {"mlflow_artifacts": folder_bytes(work / "mlartifacts"), "ray_storage": folder_bytes(runs) - jobs,
+            "job_folders": jobs, "model_cache": folder_bytes(work / ".camu-cache")}
 
 
 def _trial_runs(db: Path) -> list:
@@ -90,7 +102,7 @@ def report(found: dict, concurrency: int) -> dict:
     return {"trial_runs": len(runs), "running_left": statuses.count("RUNNING"), "finished": statuses.count("FINISHED"),
             "killed_or_failed": len(statuses) - statuses.count("FINISHED") - statuses.count("RUNNING"),
             "summary_rows": len(found["rows"]), "job_wall_s": round(found["wall"], 1), "sweep_wall_s": round(wall, 1),
-            "results_read_s": round(found["read_seconds"], 2),
+            "results_read_s": round(found["read_seconds"], 2), "stored_bytes": found["stored"],
             "trial_mean_s": {k: round(v, 3) for k, v in mean.items()},
             "tune_share_of_sweep": round(max(0.0, 1 - trial_time / (wall * concurrency)), 3) if wall else None,
             "mlflow_share_of_trial_time": round(mlflow / sweep_wall, 3) if sweep_wall else None,
