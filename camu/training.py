@@ -23,6 +23,7 @@ from camu.runtime import Shard, autocast, broadcast_module, global_batches, plac
 from camu.schema import Seed, StrictModel
 
 TrainCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
+StepCallback = Callable[[int, nn.Module], None]  # (optimizer steps taken by this call, the unwrapped model)
 AUGMENT_SEED = 1 << 40  # offset of the augmentation generators' seeds from the data-order ones
 
 
@@ -43,11 +44,15 @@ class TrainStats:
 
 def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, recipe: TrainRecipe,
                      device: torch.device, shard: Shard | None = None, on_epoch: TrainCallback | None = None,
-                     resume_state: dict[str, Any] | None = None, sync_batchnorm: bool = True) -> TrainStats:
+                     resume_state: dict[str, Any] | None = None, sync_batchnorm: bool = True,
+                     on_step: StepCallback | None = None) -> TrainStats:
     """Train ``model`` in place with Adam on ``source[indices]``; returns per-epoch mean losses.
     An augmented source (``source.view.augment``) gets fresh random resized crops + flips every epoch.
 
     ``on_epoch(epoch, metrics, state)`` receives a resumable state (model, optimizer, epoch).
+    ``on_step(step, model)`` is called after every optimizer step, with the number of steps this call
+    has taken so far (1, 2, ...; it counts on across epochs) and the model being trained (in train mode:
+    a callback that evaluates should use ``camu.runtime.eval_mode``, which restores it).
     """
     shard = shard or Shard.current()
     if shard.world_size > 1 and sync_batchnorm:
@@ -56,7 +61,7 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
     broadcast_module(model, shard)
     net = DistributedDataParallel(model) if shard.world_size > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    start = 0
+    start, steps = 0, 0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -81,6 +86,9 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
             loss.backward()
             optimizer.step()
             total += loss.detach()
+            steps += 1
+            if on_step is not None:
+                on_step(steps, model)
         stats.losses.append(float(total) / max(len(batches), 1))
         if on_epoch is not None:
             on_epoch(epoch, {"train_loss": stats.losses[-1]},

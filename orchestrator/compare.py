@@ -50,6 +50,7 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
     """Presets on every seed (the method's other known presets on the first), the sweep on the first seed
     seeded with all of them, replicates of the best candidate, and the choice."""
     cls = METHODS.get(spec.name)
+    refs = [r for r in refs if spec.seeds is None or r.seed in spec.seeds]  # a method cut to fewer seeds
     if cls.reuses_oracle:
         for row in [r for r in rows if r["scenario"] == sc.name and r["method"] == "oracle"]:
             rows.append({**row, "method": spec.name, "trial_id": PRESET_TRIAL, "is_best": True})

@@ -139,6 +139,10 @@ class MethodSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of the method's parameters")
     sweep: MethodSweepSpec = Field(default_factory=MethodSweepSpec)
     scenarios: list[str] | None = Field(None, min_length=1, description="the scenarios (names) it runs on; default all")
+    seeds: list[Seed] | None = Field(None, min_length=1, max_length=100,
+                                     description="the job's seeds it runs on (default all): a heavy baseline may run on "
+                                                 "fewer when the job must fit a time budget; its sweep runs on the "
+                                                 "first of them")
 
     def runs_on(self, scenario: str) -> bool:
         return self.scenarios is None or scenario in self.scenarios
@@ -476,6 +480,12 @@ class JobSpec(Strict):
             if unknown:
                 problems.append(f"methods.{i}.scenarios: {unknown} are not scenarios of this job; choose from "
                                 f"{sorted(names)}")
+            strange = sorted(set(method.seeds or []) - set(self.seeds))
+            if strange:
+                problems.append(f"methods.{i}.seeds: {strange} are not seeds of this job; choose from {self.seeds}")
+            elif method.seeds is not None and method.name in ("camu", "retrain") and set(method.seeds) != set(self.seeds):
+                problems.append(f"methods.{i}.seeds: {method.name} runs on every seed of the job (a comparison never "
+                                f"cuts CaMU's or the oracle's seeds); remove its seeds list")
             space = method.sweep.space or {}
             grids = {k: v["grid"] for k, v in space.items() if isinstance(v, dict) and "grid" in v}
             if grids and self.sweep.search != "grid":

@@ -301,6 +301,8 @@ def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child:
         tracker.log_metrics(child, {f"{name}.seed{seed}.{k}": v for k, v in m.items()})
         for step, fa in enumerate(ref["curve"]):
             tracker.log_metrics(child, {f"{name}.seed{seed}.relearn_fa": fa}, step=step)
+        for step, gap in ref.get("gap", []):  # step: optimizer steps (batches) of relearning
+            tracker.log_metrics(child, {f"{name}.seed{seed}.relearn_gap": gap}, step=step)
         tracker.log_parquet(child, ref["samples"], f"eval/{name}-seed{seed}.parquet")
         run_id = original.run_id if name == "original" else oracle.run_id
         rows.append(results.reference_row(sc.name, name, seed, m, run_id,

@@ -225,9 +225,11 @@ def _quick_metrics(model: torch.nn.Module, data: ImageData, sets: EvalSets, devi
 
 
 def assess(model: torch.nn.Module, data: ImageData, split: Any, device: torch.device, wcfg: WorkerConfig,
-           members: torch.Tensor | None, oracle: dict[str, float] | None) -> tuple[dict[str, float], Any, list[float]]:
+           members: torch.Tensor | None, oracle: dict[str, float] | None
+           ) -> tuple[dict[str, float], Any, list[float], list[tuple[int, float]]]:
     """The full evaluation of one model: metrics on the report and selection parts, scores against the
-    oracle (when given), relearning (when the job asks); returns (metrics, per-sample table, FA curve)."""
+    oracle (when given), relearning (when the job asks); returns (metrics, per-sample table, FA curve,
+    relearning gap curve: (step, acc(D_r) - acc(D_f)), empty unless evaluation.relearn.gap_every_batches)."""
     ev = evaluate(model, data, split, device, seed=wcfg.seed, members=members,
                   selection_fraction=wcfg.evaluation.selection_fraction)
     metrics = dict(ev.metrics)
@@ -237,12 +239,13 @@ def assess(model: torch.nn.Module, data: ImageData, split: Any, device: torch.de
         forget = forget_indices(split)
         metrics.update(privacy_metrics(wcfg.privacy_path, ev.train_logits[forget], data.train.labels.cpu()[forget]))
     curve: list[float] = []
+    gap: list[tuple[int, float]] = []
     if wcfg.evaluation.relearn is not None:
         forget, retain = forget_indices(split), retain_indices(split)
         original_fa = metrics["fa"] if oracle is None and math.isnan(wcfg.original_fa) else wcfg.original_fa
         found = relearn(model, data, forget, retain, original_fa, wcfg.evaluation.relearn, device, wcfg.seed)
-        metrics["relearn_epochs"], curve = float(found.relearn_epochs), found.fa_curve
-    return metrics, ev.samples, curve
+        metrics["relearn_epochs"], curve, gap = float(found.relearn_epochs), found.fa_curve, found.gap_curve
+    return metrics, ev.samples, curve, gap
 
 
 def scaled_params(method: str, params: dict[str, Any], lr_scaling: str, world_size: int) -> dict[str, Any]:
@@ -356,7 +359,7 @@ def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, spl
     """Rank 0 after unlearning: the full evaluation against the oracle, weights, metrics and tables."""
     wcfg = cfg.worker
     with timings("evaluation"):
-        final, samples, curve = assess(result.model, data, split, device, wcfg, result.members, wcfg.oracle_metrics)
+        final, samples, curve, gap = assess(result.model, data, split, device, wcfg, result.members, wcfg.oracle_metrics)
     final["unlearn_seconds"] = result.seconds
     final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
     out = Path(cfg.out_dir)
@@ -365,6 +368,8 @@ def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, spl
     with timings("logging"):
         for step, fa in enumerate(curve):
             tracker.log_metrics(cfg.run_id, {"relearn_fa": fa}, step=step)
+        for step, value in gap:  # step: optimizer steps (batches) of relearning
+            tracker.log_metrics(cfg.run_id, {"relearn_gap": value}, step=step)
         if cfg.log_weights:  # else kept in out_dir until the choice (orchestrator.retention)
             tracker.log_artifact(cfg.run_id, out / "weights.safetensors", "model")
         tracker.log_parquet(cfg.run_id, samples, "eval/samples.parquet")
@@ -391,7 +396,8 @@ def forget_phi(raw: dict[str, Any], weights: list[str]) -> np.ndarray:
 
 def evaluate_weights(raw: dict[str, Any], weights: dict[str, str]) -> dict[str, Any]:
     """Evaluate the reference models (name -> weights file; the original first, then the oracle) of one
-    split in one Ray task, loading the data once; returns name -> {"metrics", "samples", "curve"}.
+    split in one Ray task, loading the data once; returns name -> {"metrics", "samples", "curve", "gap"}
+    (the relearning FA curve and gap curve, empty when not asked for).
     The oracle is scored against itself; the original's FA is relearning's target."""
     wcfg = WorkerConfig.model_validate(raw)
     device = resolve_device("cpu" if wcfg.device == "cpu" else "auto")
@@ -401,10 +407,10 @@ def evaluate_weights(raw: dict[str, Any], weights: dict[str, str]) -> dict[str, 
     for name, path in weights.items():
         model = load_weights(new_model(wcfg.model_dump(), data, 0), path)
         if name == "original":
-            metrics, samples, curve = assess(model, data, split, device, wcfg.model_copy(update={"evaluation":
+            metrics, samples, curve, gap = assess(model, data, split, device, wcfg.model_copy(update={"evaluation":
                                              wcfg.evaluation.model_copy(update={"relearn": None})}), None, None)
             wcfg = wcfg.model_copy(update={"original_fa": metrics["fa"]})
         else:
-            metrics, samples, curve = assess(model, data, split, device, wcfg, None, None)
-        out[name] = {"metrics": metrics, "samples": samples, "curve": curve}
+            metrics, samples, curve, gap = assess(model, data, split, device, wcfg, None, None)
+        out[name] = {"metrics": metrics, "samples": samples, "curve": curve, "gap": gap}
     return out

@@ -200,6 +200,47 @@ def relearning(sc: ScenarioData, style: dict[str, Style]) -> Figure | None:
     return fig
 
 
+def mean_curve(by_seed: dict[int, list[tuple[int, float]]]) -> tuple[list[int], list[float], int]:
+    """The mean over seeds at every step that all seeds recorded (NaNs skipped), and how many seeds."""
+    curves = [dict(c) for c in by_seed.values() if c]
+    if not curves:
+        return [], [], 0
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    means = []
+    for step in steps:
+        values = [c[step] for c in curves if _ok(c[step])]
+        means.append(float(np.mean(values)) if values else float("nan"))
+    return steps, means, len(curves)
+
+
+def relearning_gap(sc: ScenarioData, style: dict[str, Style]) -> Figure | None:
+    """acc(D_r) - acc(D_f) while each model is trained on D_r again, every few batches, mean over seeds:
+    the paper's relearning figure. A model that only hid D_f closes the gap faster than the oracle."""
+    curves = {m: mean_curve(d.relearn_gap) for m, d in sc.details.items() if d.relearn_gap}
+    refs = {n: mean_curve(c) for n, c in sc.reference_gap.items() if c}
+    curves = {m: c for m, c in curves.items() if c[0]}
+    refs = {n: c for n, c in refs.items() if c[0]}
+    if not curves and not refs:
+        return None
+    fig, axes = _new()
+    ax = axes[0][0]
+    for method, (steps, means, n) in curves.items():
+        st = style[method]
+        ax.plot(steps, means, color=st.color, marker=st.marker, linestyle=st.linestyle, markersize=4,
+                label=f"{method} ({n} seed{'s' if n > 1 else ''})")
+    for name, (steps, means, n) in refs.items():
+        label = "oracle (retrain)" if name == "oracle" else "original"
+        ax.plot(steps, means, color="black", linewidth=1.6, linestyle="--" if name == "oracle" else ":",
+                marker="X" if name == "oracle" else "D", markersize=5, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+    ax.axhline(0, color="0.6", linewidth=0.8)
+    ax.set_xlabel("relearning batches on D_r (optimizer steps, 0 = before)")
+    ax.set_ylabel("acc(D_r) - acc(D_f) (points)")
+    ax.set_title(f"{sc.name}: relearning gap, chosen configuration, mean over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
 def membership(sc: ScenarioData, style: dict[str, Style]) -> Figure | None:
     """Distribution of the forget set's membership score (logit of the true-class confidence) under
     each method's chosen model, against the oracle's forget and test sets."""
@@ -315,7 +356,8 @@ def scenario_figures(sc: ScenarioData) -> dict[str, Figure | None]:
     """Every figure of one scenario by name (None: no data for it)."""
     style = styles(sc.methods)
     figs = {"tradeoff": tradeoff(sc, style), "frontier": frontier(sc, style), "epochs": epochs(sc, style),
-            "relearning": relearning(sc, style), "membership": membership(sc, style)}
+            "relearning": relearning(sc, style), "relearning_gap": relearning_gap(sc, style),
+            "membership": membership(sc, style)}
     for method in sc.methods:
         figs[f"sweep-{method}"] = sweep(sc, method, style)
     return figs

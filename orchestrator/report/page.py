@@ -47,6 +47,10 @@ CAPTIONS = {
               "part, the cheap per-epoch objective early stopping reads); dashed: the oracle.",
     "relearning": "Forget accuracy while each chosen model is trained on the remaining data again: a model that "
                   "only hid the forgotten data recovers it faster than the oracle.",
+    "relearning_gap": "Remaining minus forget accuracy, acc(D_r) - acc(D_f) in points, while each chosen model "
+                      "is trained on the remaining data again, every few batches, mean over the seeds (D_r: a fixed "
+                      "random sample of it; D_f: all of it). A model that only hid the forgotten data closes the gap "
+                      "faster than the oracle (dashed).",
     "membership": "Distribution of the forget set's membership score under each chosen model (filled) against the "
                   "oracle's forget set (dashed) and test set (dotted): a model that forgot looks like the oracle.",
 }
@@ -55,6 +59,8 @@ ABSENT = {
     "frontier": "no finished trial has an average gap and an unlearning time",
     "epochs": "no per-epoch metrics were read (a summary-only report, or no method reported epochs)",
     "relearning": "the job did not ask for relearning (evaluation.relearn)",
+    "relearning_gap": "no run has a relearning gap curve (evaluation.relearn.gap_every_batches not set, or a "
+                      "summary-only report)",
     "membership": "no per-sample tables were read (a summary-only report)",
 }
 
@@ -128,7 +134,7 @@ def figure_block(name: str, png: bytes | None, title: str, caption: str, reason:
 
 
 TITLES = {"tradeoff": "Forgetting vs utility", "frontier": "Cost vs quality", "epochs": "Per-epoch accuracy",
-          "relearning": "Relearning", "membership": "Membership scores of the forget set"}
+          "relearning": "Relearning", "relearning_gap": "Relearning gap", "membership": "Membership scores of the forget set"}
 
 
 def render(source: ReportSource, by_method: pa.Table, images: dict[tuple[str, str], bytes | None],
@@ -188,7 +194,7 @@ def _scenario(sc: ScenarioData, by_method: pa.Table, images: dict[tuple[str, str
                    "must lie within the tolerance of the value (<code>camu-orch results JOB --check</code>).</p>")
         out.append(targets_table(evaluate(targets, mine)))
     out.append("<details><summary>trials by status</summary>" + status + "</details>")
-    for name in ("tradeoff", "frontier", "epochs", "relearning", "membership"):
+    for name in ("tradeoff", "frontier", "epochs", "relearning", "relearning_gap", "membership"):
         out.append(figure_block(name, images.get((sc.name, name)), TITLES[name], CAPTIONS[name], ABSENT[name]))
     sweeps = [(k[1], v) for k, v in images.items() if k[0] == sc.name and k[1].startswith("sweep-")]
     out.append("<h3>Sweeps</h3>")

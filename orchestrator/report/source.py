@@ -1,6 +1,7 @@
 """What a report is drawn from: the job's summary table (one row per scenario, method, trial, seed)
 and, read from the MLflow store, what the summary does not hold: each chosen configuration's
-per-epoch curves, relearning curves and per-sample forget-set scores, and the oracle's.
+per-epoch curves, relearning curves (FA per epoch; the gap acc(D_r) - acc(D_f) per batch on every seed)
+and per-sample forget-set scores, and the oracle's.
 
 ``ReportSource.from_summary`` builds one from a summary table alone (figures that need the store
 then say so); ``load_source`` reads everything from a finished (or interrupted) job's run tree.
@@ -35,6 +36,9 @@ class MethodDetail:
     epoch_fa: Curve = field(default_factory=list)   # selection part, after every epoch
     epoch_ra: Curve = field(default_factory=list)
     relearn_fa: Curve = field(default_factory=list)  # FA while relearning on D_r (when the job asked)
+    # seed -> (batch, acc(D_r) - acc(D_f)) while relearning, the chosen configuration on every seed
+    # (when the job asked: evaluation.relearn.gap_every_batches)
+    relearn_gap: dict[int, Curve] = field(default_factory=dict)
     forget_scores: np.ndarray | None = None          # membership score on D_f (report part)
 
 
@@ -47,6 +51,7 @@ class ScenarioData:
     seed: int = 0                  # the seed the sweep ran on (details are read on it)
     details: dict[str, MethodDetail] = field(default_factory=dict)
     reference_relearn: dict[str, Curve] = field(default_factory=dict)  # original / oracle
+    reference_gap: dict[str, dict[int, Curve]] = field(default_factory=dict)  # original / oracle -> seed -> curve
     oracle_forget_scores: np.ndarray | None = None
     oracle_test_scores: np.ndarray | None = None
 
@@ -170,6 +175,19 @@ def _summary(tracker: Tracker, run_id: str, children: list[Any], tmp: Path, note
     return pa.concat_tables([t.cast(results.SCHEMA) for t in tables])
 
 
+def _gap_curves(tracker: Tracker, first: dict[str, Any], chosen: list[dict[str, Any]]) -> dict[int, Curve]:
+    """seed -> relearning gap curve of a method's chosen configuration, from its run on every seed (the
+    sweep seed's first: without one there, the job did not ask for the gap and no other run is read)."""
+    curve = tracker.metric_history(first["run_id"], "relearn_gap")
+    if not curve:
+        return {}
+    out = {first["seed"]: curve}
+    for row in sorted(chosen, key=lambda r: r["seed"]):
+        if row["seed"] not in out and (c := tracker.metric_history(row["run_id"], "relearn_gap")):
+            out[row["seed"]] = c
+    return out
+
+
 def _details(tracker: Tracker, sc: ScenarioData, tmp: Path, notes: list[str]) -> None:
     """Curves and forget-set scores of each method's chosen configuration, and the oracle's."""
     for method in sc.methods:
@@ -181,6 +199,7 @@ def _details(tracker: Tracker, sc: ScenarioData, tmp: Path, notes: list[str]) ->
         detail.epoch_fa = tracker.metric_history(row["run_id"], "epoch_fa")
         detail.epoch_ra = tracker.metric_history(row["run_id"], "epoch_ra")
         detail.relearn_fa = tracker.metric_history(row["run_id"], "relearn_fa")
+        detail.relearn_gap = _gap_curves(tracker, row, chosen)
         try:
             samples = pq.read_table(tracker.download(row["run_id"], "eval/samples.parquet", tmp / row["run_id"]))
             detail.forget_scores = _scores(samples, "forget")
@@ -191,6 +210,11 @@ def _details(tracker: Tracker, sc: ScenarioData, tmp: Path, notes: list[str]) ->
         return
     for name in REFERENCES:
         sc.reference_relearn[name] = tracker.metric_history(sc.run_id, f"{name}.seed{sc.seed}.relearn_fa")
+        first = tracker.metric_history(sc.run_id, f"{name}.seed{sc.seed}.relearn_gap")
+        if first:  # a job that did not ask for the gap has it on no seed: one look-up, not one per seed
+            seeds = sorted({r["seed"] for r in sc.rows if r["method"] == name} - {sc.seed})
+            sc.reference_gap[name] = {sc.seed: first, **{
+                s: c for s in seeds if (c := tracker.metric_history(sc.run_id, f"{name}.seed{s}.relearn_gap"))}}
     try:
         oracle = pq.read_table(tracker.download(sc.run_id, f"eval/oracle-seed{sc.seed}.parquet", tmp / sc.run_id))
         sc.oracle_forget_scores, sc.oracle_test_scores = _scores(oracle, "forget"), _scores(oracle, "test")

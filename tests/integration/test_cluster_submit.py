@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from mlflow.tracking import MlflowClient
+
 from orchestrator.identity import experiment_name, registered_model_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,8 +55,14 @@ def cluster(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     gcs, dash, mlflow_port = _port(), _port(), _port()
     ray = str(BIN / "ray")
+    token_file = tmp / "auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    # the nodes start as the shipped launcher starts them (token mode, the token from a mode-600 file);
+    # camu-orch, the client, holds the token in its environment
+    nodes = {**{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}, **_launcher_node_env(token_file)}
     try:
-        yield from _started(ray, env, gcs, dash, mlflow_port, temp_dir, tmp, token)
+        yield from _started(ray, env, nodes, gcs, dash, mlflow_port, temp_dir, tmp, token)
     finally:
         subprocess.run(["pkill", "-f", temp_dir], check=False)
         time.sleep(2)
@@ -69,16 +78,30 @@ def _node_ports() -> list[str]:
             f"--node-manager-port={_port()}", f"--object-manager-port={_port()}"]
 
 
-def _started(ray, env, gcs, dash, mlflow_port, temp_dir, tmp, token):
+def _launcher_node_env(token_file: Path) -> dict[str, str]:
+    """The environment cluster/launcher/onprem.yaml starts the head and the workers with (checked to be
+    token authentication, the dashboard on loopback), pointed at this test's token file."""
+    config = yaml.safe_load((ROOT / "cluster" / "launcher" / "onprem.yaml").read_text())
+    found = {}
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        command = next(c for c in config[key] if "ray start" in c)
+        found = dict(w.split("=", 1) for w in shlex.split(command.split("ray start")[0]))
+        assert found.get("RAY_AUTH_MODE") == "token" and "RAY_AUTH_TOKEN_PATH" in found, command
+    head = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
+    assert "--dashboard-host=127.0.0.1" in head
+    return {"RAY_AUTH_MODE": found["RAY_AUTH_MODE"], "RAY_AUTH_TOKEN_PATH": str(token_file)}
+
+
+def _started(ray, env, nodes, gcs, dash, mlflow_port, temp_dir, tmp, token):
     subprocess.run([ray, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                     "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--include-dashboard=true",
                     f"--ray-client-server-port={_port()}", *_node_ports()],
-                   env=env, check=True, capture_output=True, timeout=120)
+                   env=nodes, check=True, capture_output=True, timeout=120)
     # its own temp dir: on one machine, nodes sharing one would also share (and garbage-collect)
     # each other's unpacked working_dir
     subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2", "--num-gpus=0",
-                    f"--temp-dir={temp_dir}-n2", '--resources={"second_node": 1}', *_node_ports()], env=env, check=True, capture_output=True,
-                   timeout=120)
+                    f"--temp-dir={temp_dir}-n2", '--resources={"second_node": 1}', *_node_ports()], env=nodes,
+                   check=True, capture_output=True, timeout=120)
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
          "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}", "--artifacts-destination", str(tmp / "artifacts"),

@@ -27,6 +27,8 @@ def _overrides(path: Path, tmp_path: Path) -> tuple[list[str], bool]:
     dataset = raw["dataset"]["name"]
     if dataset in ("digits", "synthetic"):
         return [], True
+    if dataset == "fashion_mnist" and Path(raw["dataset"]["root"]).is_dir():  # Debian's dataset-fashion-mnist
+        return [], True
     if dataset == "mnist" and MNIST10K.exists():
         return [f"dataset.root={MNIST10K}", "dataset.test_size=0.2"], True
     if dataset == "imagefolder":
