@@ -153,7 +153,7 @@ def test_submit_through_jobs_api_to_two_node_cluster(cluster):
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
     listed = _cli(["list", "--address", cluster["address"]], env)
     assert submission in listed.stdout
-    client = MlflowClient(cluster["mlflow"])
+    client = MlflowClient(cluster["mlflow"], registry_uri=cluster["mlflow"])  # not a registry an earlier test set
     exp = client.get_experiment_by_name(experiment_name("cluster-e2e", "owner"))
     first_trial = min(r.info.start_time for r in client.search_runs([exp.experiment_id], "tags.`camu.role` = 'trial'"))
     first_train = min(r.info.start_time for r in client.search_runs([exp.experiment_id], "tags.`camu.role` = 'original'"))
@@ -216,7 +216,7 @@ def test_a_node_lost_mid_sweep_costs_only_the_trials_that_ran_there(cluster):
     job = subprocess.Popen([str(BIN / "camu-orch"), "submit", "jobs/quickstart.yaml", "--address", cluster["address"],
                             "--wait", "--no-check", *sets], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
-    client = MlflowClient(cluster["mlflow"])
+    client = MlflowClient(cluster["mlflow"], registry_uri=cluster["mlflow"])  # not a registry an earlier test set
     killed_at, deadline = None, time.time() + 420
     while killed_at is None and time.time() < deadline and job.poll() is None:
         exp = client.get_experiment_by_name(experiment_name("cluster-node-loss", "owner"))

@@ -243,8 +243,6 @@ def test_mlflow_outage_mid_job_fails_then_resume_finishes(tmp_path):
     print(f"MLflow down: the job gave up {time.time() - down_at:.1f}s later")
     assert proc.returncode != 0
     assert list((tmp_path / ".camu-cache").rglob("weights.safetensors"))  # trained models kept
-    # finished runs' weights are kept in the job folder (their Train checkpoints are deleted once finished)
-    assert list((tmp_path / "camu_runs" / "faulty").rglob("weights.safetensors"))
     server = serve()
     try:
         resumed = _start(["resume", "faulty", "--tracking-uri", uri], tmp_path)
