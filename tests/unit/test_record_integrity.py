@@ -83,7 +83,7 @@ class RecordingTracker:
 def test_trial_final_is_written_after_everything_is_logged(tmp_path, monkeypatch):
     from orchestrator import workers
 
-    monkeypatch.setattr(workers, "assess", lambda *a, **k: ({"fa": 5.0, "ra": 90.0}, pa.table({"x": [1]}), [1.0, 2.0]))
+    monkeypatch.setattr(workers, "assess", lambda *a, **k: ({"fa": 5.0, "ra": 90.0}, pa.table({"x": [1]}), [1.0, 2.0], [(0, 3.0)]))
     out = tmp_path / "trial"
     out.mkdir()
     tracker = RecordingTracker(out / "final.json")
