@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 OWNER_TAG = "camu.owner"
+OWNER_ENV = "CAMU_ORCH_OWNER"  # set by `submit --address` on the job: the submitter, not the cluster's user
 CODE_HASH_TAG = "camu.code_hash"
 CODE_VERSION_TAG = "camu.code_version"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -27,7 +28,7 @@ CODE_PACKAGES = ("camu", "orchestrator")
 
 def owner() -> str:
     """The caller's name as a registry-safe token: the MLflow user if set, else the OS user."""
-    name = os.environ.get("MLFLOW_TRACKING_USERNAME") or _os_user()
+    name = os.environ.get(OWNER_ENV) or os.environ.get("MLFLOW_TRACKING_USERNAME") or _os_user()
     return _UNSAFE.sub("_", name).strip("_.-")[:40] or "unknown"
 
 

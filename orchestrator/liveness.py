@@ -40,15 +40,21 @@ def driver_tags() -> dict[str, str]:
     return {DRIVER_TAG: f"{socket.gethostname()}:{pid}:{process_start(pid)}", HEARTBEAT_TAG: f"{time.time():.0f}"}
 
 
+def _beating(tags: dict[str, str]) -> bool:
+    """A heartbeat younger than the stale limit (a driver that someone else marked ended may still run)."""
+    beat = tags.get(HEARTBEAT_TAG, "")
+    return bool(beat) and time.time() - float(beat) <= STALE_AFTER_S
+
+
 def driver_state(tags: dict[str, str], now: float | None = None) -> str:
     """'alive', 'gone' or 'unknown' (no driver recorded: a job run of an older camu-orch) for a RUNNING job run."""
     now = time.time() if now is None else now
     driver = tags.get(DRIVER_TAG, "")
     host, _, rest = driver.partition(":")
     pid, _, started = rest.partition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        # on the driver's own host the process table is the truth
-        return "alive" if started and process_start(int(pid)) == started else "gone"
+    if host == socket.gethostname() and pid.isdigit() and started and process_start(os.getpid()):
+        # on the driver's own host, where /proc answers, the process table is the truth
+        return "alive" if process_start(int(pid)) == started else "gone"
     beat = tags.get(HEARTBEAT_TAG, "")
     if not beat:
         return "unknown"
@@ -56,13 +62,15 @@ def driver_state(tags: dict[str, str], now: float | None = None) -> str:
 
 
 def close_if_driver_gone(tracker: Any, job_run: Any) -> str:
-    """For a RUNNING job run whose driver is gone: mark it and every RUNNING run of the job FAILED (tagged
-    with why) and return 'gone'; otherwise return the driver's state ('alive', 'unknown', or 'ended' for a
-    job run that is not RUNNING)."""
+    """For a RUNNING job run of the caller's whose driver is gone: mark it and every RUNNING run of the job
+    FAILED (tagged with why) and return 'gone'; otherwise return the driver's state ('alive', 'unknown',
+    or 'ended' for a job run that is not RUNNING). Another owner's job is only reported, never changed."""
+    from orchestrator.identity import OWNER_TAG, owner
+
     if job_run.info.status != "RUNNING":
-        return "ended"
+        return "alive" if driver_state(job_run.data.tags) == "alive" and _beating(job_run.data.tags) else "ended"
     state = driver_state(job_run.data.tags)
-    if state != "gone":
+    if state != "gone" or job_run.data.tags.get(OWNER_TAG) != owner():
         return state
     run_id = job_run.info.run_id
     open_runs = tracker.running_runs_of_job(job_run.info.experiment_id, run_id)
@@ -89,6 +97,8 @@ class DriverHeartbeat:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self.tracker.set_tags(self.run_id, {HEARTBEAT_TAG: f"{time.time():.0f}"})
+                if not self._stop.is_set() and self.tracker.status(self.run_id) != "RUNNING":
+                    self.tracker.client.update_run(self.run_id, status="RUNNING")  # wrongly declared gone
             except Exception:  # noqa: BLE001 - the next beat tries again
                 pass
 
@@ -98,3 +108,4 @@ class DriverHeartbeat:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._thread.join(timeout=5)  # no beat may reopen the run after the job closed it

@@ -145,7 +145,10 @@ def resume_job(ident: str, tracking_uri: str | None = None, address: str | None 
     say(f"resuming job {checked.spec.name} (submission {submission}, parent run {parent.info.run_id}, "
         f"was {parent.info.status})")
     # the recorded job.yaml has its credentials redacted: the store is the one being resumed from
-    return run_job(checked, address=address, submission=submission, workdir=workdir, tracking_uri=tracker.uri)
+    # the job's own experiment, whoever resumes it (its name need not be the resumer's namespace)
+    experiment = (parent.info.experiment_id, tracker.client.get_experiment(parent.info.experiment_id).name)
+    return run_job(checked, address=address, submission=submission, workdir=workdir, tracking_uri=tracker.uri,
+                   experiment=experiment)
 
 
 def _check_resumable(tracker: Tracker, parent: Any, accept_owner: str | None, allow_code_change: bool) -> None:
@@ -179,7 +182,8 @@ def _tracker_for(spec: JobSpec, workdir: Path, uri: str | None = None) -> Tracke
 
 
 def run_job(checked: CheckedJob, address: str | None = None, submission: str | None = None,
-            workdir: str | Path | None = None, tracking_uri: str | None = None) -> JobOutcome:
+            workdir: str | Path | None = None, tracking_uri: str | None = None,
+            experiment: tuple[str, str] | None = None) -> JobOutcome:
     """Run a validated job end to end and return where its record lives (``tracking_uri``: the store a
     resumed job continues in, which its recorded, redacted job file may not name in full)."""
     spec = checked.spec
@@ -189,8 +193,11 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
     ensure_ray(spec, address)
     check_cluster_resources(spec)
     check_storage(spec)
-    exp_name = experiment_name(spec.tracking.experiment or spec.name, spec.tracking.namespace)
-    experiment_id = tracker.experiment(exp_name, owner=None if spec.tracking.namespace == "shared" else owner())
+    if experiment is not None:  # a resumed job continues in the experiment that holds it
+        experiment_id, exp_name = experiment
+    else:
+        exp_name = experiment_name(spec.tracking.experiment or spec.name, spec.tracking.namespace)
+        experiment_id = tracker.experiment(exp_name, owner=None if spec.tracking.namespace == "shared" else owner())
     submission = submission or uuid.uuid4().hex[:8]
     storage, cache_dir, jobs_root = spec.storage.locations(workdir)
     identity = run_identity_tags()
@@ -199,7 +206,8 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
                                          "camu.spec_hash": content_hash(spec.model_dump(mode="json")),
                                          "camu.namespace": spec.tracking.namespace, **identity},
                                         key=f"job:{spec.name}:{submission}")
-    tracker.set_tags(parent, {**identity, **driver_tags()})  # a resumed job: this code, this driver
+    # a resumed job: this code, this driver (its owner stays the one who started it)
+    tracker.set_tags(parent, {**{k: v for k, v in identity.items() if k != OWNER_TAG}, **driver_tags()})
     job_dir = jobs_root / spec.name / submission
     ctx = JobRun(spec, checked, tracker, tracker.uri, experiment_id, exp_name, parent, storage, cache_dir, job_dir,
                  [parent], submission=submission, run_tags={"camu.job_run": parent, **identity})

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.spec import JobSpec, JobSpecError
+from orchestrator.identity import OWNER_ENV, owner
 from orchestrator.secrets import redact
 
 # ----------------------------------------------------------------------------- what travels
@@ -196,7 +197,9 @@ def job_env(spec: JobSpec, forward_credentials: bool = False) -> dict[str, str]:
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
            # `camu-orch stop`: Ray's job supervisor SIGKILLs the driver this long after its SIGTERM (default 3 s,
            # too short to close a sweep's runs against a remote server); the supervisor reads it from the job's env
-           "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S)}
+           "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S),
+           # the job runs as the cluster's user: its runs and names belong to the submitter
+           OWNER_ENV: owner()}
     for name in PASSTHROUGH_VARS + (MLFLOW_SECRET_VARS if forward_credentials else ()):
         if os.environ.get(name):
             env[name] = os.environ[name]

@@ -113,11 +113,16 @@ def _job_run(tracker: Tracker, ident: str) -> Any:
         return run
     if not JOB_NAME.fullmatch(ident):
         raise LookupError(f"{ident[:80]!r} is neither a job name (letters, digits, _ . -) nor a 32-hex run id")
-    experiments = [e.experiment_id for e in tracker.client.search_experiments(max_results=50000)]
-    runs = tracker.client.search_runs(experiments, f"tags.`camu.role` = 'job' and tags.`camu.job` = '{ident}'",
-                                      max_results=1000, order_by=["attributes.start_time DESC"]) if experiments else []
+    names = {e.experiment_id: e.name for e in tracker.client.search_experiments(max_results=50000)}
     me = owner()
-    mine = [r for r in runs if r.data.tags.get(OWNER_TAG) == me]
+    query = f"tags.`camu.role` = 'job' and tags.`camu.job` = '{ident}'"
+    search = (lambda q, n: tracker.client.search_runs(list(names), q, max_results=n,
+                                                      order_by=["attributes.start_time DESC"]) if names else [])
+    # the caller's own: tagged with their name, in an experiment of their namespace (``<experiment>@<owner>``)
+    # or of a job that asked for a shared record; a tag alone is anyone's to set
+    mine = [r for r in search(f"{query} and tags.`{OWNER_TAG}` = '{me}'", 1000)
+            if r.data.tags.get("camu.namespace") == "shared" or names.get(r.info.experiment_id, "").endswith(f"@{me}")]
+    runs = mine or search(query, 20)
     if not runs:
         raise LookupError(f"no job run named {ident!r} {where}")
     if not mine:

@@ -131,6 +131,16 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
         tags={"camu.method": ctx.method, "camu.scenario": ctx.scenario, "camu.seed": str(seed), "ray.trial_id": trial_id,
               "camu.job": ctx.job, "camu.role": "trial", "camu.trial_id": trial_id, **sweep_tags, **ctx.run_tags},
         key=trial_key(ctx.scope_key, f"{trial_id}@{seed}"), parent=ctx.scenario_run_id)
+    try:
+        return _run_opened(ctx, params, trial_id, in_tune, seed, sampled, tracker, run_id, started)
+    except BaseException:  # whatever ends the trial early, its reopened run never stays RUNNING
+        tracker.end(run_id, "FAILED")
+        raise
+
+
+def _run_opened(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune: bool, seed: int,
+                sampled: dict[str, Any] | None, tracker: Tracker, run_id: str,
+                started: float) -> tuple[dict[str, float], str]:
     tracker.log_params(run_id, {f"{ctx.method}.{k}": v for k, v in sorted(params.items())})
     out_dir = trial_out_dir(ctx, trial_id, seed)
     finished = read_final_metrics(out_dir)
@@ -184,18 +194,33 @@ def trial_driver(config: dict[str, Any], context: dict[str, Any]) -> None:
     an earlier attempt of the job recorded takes that trial's id back: finished, it answers from its
     record; stopped early, it stays stopped; unfinished, it continues from its Train checkpoint."""
     ctx = SweepContext.model_validate(context)
-    recorded = ctx.recorded.get(config_hash(config))
-    if recorded is not None and recorded.status == "stopped":
+    tune_id = tune.get_context().get_trial_id()
+    recorded = replayed(ctx, tune_id, config)
+    if recorded is not None and recorded.status in ("stopped", "finished"):
+        # nothing to report: a finished trial's result is read from its final.json after the sweep, and
+        # reporting it now would put final objectives in ASHA's first rung beside new trials' first epochs
         return
-    trial_id = recorded.trial_id if recorded is not None else tune.get_context().get_trial_id()
-    final, _ = run_trial(ctx, {**ctx.base_params, **config}, trial_id, in_tune=True, sampled=config)
-    if recorded is not None and recorded.status == "finished" and final:
-        tune.report({**final, "camu_trial_id": trial_id})
+    trial_id = recorded.trial_id if recorded is not None else tune_id
+    run_trial(ctx, {**ctx.base_params, **config}, trial_id, in_tune=True, sampled=config)
+
+
+def ordinal(tune_trial_id: str) -> str:
+    """The position of a trial in its search's sequence (Tune ids end in ``_%05d``): the same position
+    in a replayed seeded sequence names the same trial, even when two trials share a configuration."""
+    return tune_trial_id.rsplit("_", 1)[-1]
+
+
+def replayed(ctx: SweepContext, tune_trial_id: str, config: dict[str, Any]) -> RecordedTrial | None:
+    """The recorded trial a replayed Tune trial stands for: same position in the sequence and same
+    configuration (a sequence that changed replays nothing)."""
+    found = ctx.recorded.get(ordinal(tune_trial_id))
+    return found if found is not None and config_hash(found.params) == config_hash(config) else None
 
 
 def recorded_trials(ctx: SweepContext, tracker: Tracker) -> dict[str, RecordedTrial]:
-    """The trials an earlier attempt of this sweep recorded in MLflow, by config hash: finished (its
-    final.json is there), stopped (early stopping ended it) or unfinished (interrupted, failed)."""
+    """The trials an earlier attempt of this sweep recorded in MLflow, by position in the search's
+    sequence (``ordinal``): finished (its final.json is there), stopped (early stopping ended it) or
+    unfinished (interrupted, failed)."""
     found: dict[str, RecordedTrial] = {}
     for run in tracker.search_all(ctx.experiment_id, f"tags.`{SWEEP_TAG}` = '{sweep_id(ctx)}'"):
         tags = run.data.tags
@@ -207,7 +232,7 @@ def recorded_trials(ctx: SweepContext, tracker: Tracker) -> dict[str, RecordedTr
         final = read_final_metrics(trial_out_dir(ctx, trial_id)) if trial_id else {}
         status = "finished" if final.get("final") else \
             "stopped" if tags.get("camu.stopped_early") == "true" and run.info.status != "RUNNING" else "unfinished"
-        found[config_hash(config)] = RecordedTrial(trial_id=trial_id, status=status, params=config,
+        found[ordinal(trial_id)] = RecordedTrial(trial_id=trial_id, status=status, params=config,
                                                    objective=float(final.get(OBJECTIVE, math.nan)))
     return found
 
@@ -241,20 +266,20 @@ class TrialProgress(tune.Callback):
             self.best = min(self.best, result[OBJECTIVE])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FINISHED")
+        self._close(trial, "FINISHED", stopped=True)
         self._status(trials, ended=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FAILED")
         self._status(trials, ended=(trial, "ERROR"))
 
-    def _close(self, trial: Any, status: str) -> None:
-        replayed = self.ctx.recorded.get(config_hash(trial.config or {}))
-        trial_id = replayed.trial_id if replayed is not None else trial.trial_id
+    def _close(self, trial: Any, status: str, stopped: bool = False) -> None:
+        again = replayed(self.ctx, trial.trial_id, trial.config or {})
+        trial_id = again.trial_id if again is not None else trial.trial_id
         key = trial_key(self.ctx.scope_key, f"{trial_id}@{self.ctx.seed}")
         run_id = self.tracker.find_run(self.ctx.experiment_id, {"camu.key": key})
         if run_id and self.tracker.status(run_id) == "RUNNING":
-            if not (trial.last_result or {}).get("final"):
+            if stopped and not (trial.last_result or {}).get("final"):  # never an errored trial: that one is retried
                 self.tracker.set_tags(run_id, {"camu.stopped_early": "true"})
             self.tracker.end(run_id, status)
 
@@ -300,6 +325,12 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
     job is resumed (see the module docstring); returns every trial of the sweep."""
     PROGRESS.start_task(f"{ctx.method} sweep on seed {ctx.seed}")
     recorded = recorded_trials(ctx, tracker)
+    done_tag = f"camu.sweep_done.{ctx.scope_key}.s{ctx.seed}"
+    if tracker.run(ctx.scenario_run_id).data.tags.get(done_tag) == "true":
+        # completed before the interruption: its trials as recorded, nothing rerun (failed ones stay failed)
+        say(f"    {ctx.method} sweep on seed {ctx.seed}: completed before, {len(recorded)} trial(s) from the record")
+        return [SweepTrial(r.trial_id, r.params, read_final_metrics(trial_out_dir(ctx, r.trial_id)),
+                           r.status == "unfinished") for r in recorded.values()]
     if recorded:
         counts = {s: sum(r.status == s for r in recorded.values()) for s in ("finished", "stopped", "unfinished")}
         say(f"    resuming the sweep from the MLflow record: {counts['finished']} finished, {counts['stopped']} "
@@ -311,6 +342,7 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
         num_samples = max(0, sweep.num_samples - len(recorded))
         recorded = {}
     if num_samples == 0:
+        tracker.set_tags(ctx.scenario_run_id, {done_tag: "true"})
         return done
     ctx = ctx.model_copy(update={"recorded": recorded})
     tuner_name = f"{tune_name}-{uuid.uuid4().hex[:8]}"  # a fresh folder per attempt: written, never read back
@@ -333,9 +365,12 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                   callbacks=[TrialProgress(ctx, best_known, num_samples)]),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        remove_folder(ctx.storage_path, tuner_name)  # never read back (see the module docstring)
     trials = [_sweep_trial(ctx, res, recorded) for res in grid]
-    remove_folder(ctx.storage_path, tuner_name)  # never read back (see the module docstring)
+    tracker.set_tags(ctx.scenario_run_id, {done_tag: "true"})
     if ctx.resources.num_workers > 0:  # in-process trials hold no placement group
         removed = wait_until_released()
         if removed:
@@ -345,10 +380,20 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: dict[str, Any], max_ep
 
 def _sweep_trial(ctx: SweepContext, res: Any, recorded: dict[str, RecordedTrial]) -> SweepTrial:
     config = dict(res.config or {})
-    replayed = recorded.get(config_hash(config))
-    trial_id = replayed.trial_id if replayed is not None else (res.metrics or {}).get("trial_id") or Path(res.path).name
+    tune_id = (res.metrics or {}).get("trial_id") or _tune_id_from_path(res.path)
+    again = replayed(ctx, tune_id, config)
+    trial_id = again.trial_id if again is not None else tune_id
     metrics = res.metrics if (res.metrics or {}).get("final") else read_final_metrics(trial_out_dir(ctx, trial_id))
     return SweepTrial(trial_id, config, metrics or {}, res.error is not None)
+
+
+def _tune_id_from_path(path: str) -> str:
+    """A trial's Tune id (``<8 hex>_<5 digits>``) from its folder name ``<trainable>_<id>_<tag>_<date>``: the
+    id of a trial that reported nothing (a replayed finished or stopped one)."""
+    import re
+
+    found = re.search(r"_([0-9a-f]{8}_\d{5})(?:_|$)", Path(path).name)
+    return found.group(1) if found else Path(path).name
 
 
 def _replay_for_optuna(ctx: SweepContext, recorded: dict[str, RecordedTrial],

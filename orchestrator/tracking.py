@@ -407,7 +407,10 @@ def closing_runs(tracker: Tracker, run_ids: list[str], experiment_id: str) -> It
         _end_all(tracker, _with_running_runs_of_job(tracker, run_ids, experiment_id), status, check=False)
         raise
     else:
-        _end_all(tracker, run_ids, "FINISHED")
+        # a trial Tune ended without telling its callbacks (a time budget) may still be RUNNING: not finished
+        leftovers = [r for r in _with_running_runs_of_job(tracker, run_ids, experiment_id) if r not in run_ids]
+        _end_all(tracker, leftovers, "KILLED", check=False)
+        _end_all(tracker, run_ids, "FINISHED", check=False)  # the job's own runs, whatever a reader marked
 
 
 def _interrupted(err: BaseException) -> bool:

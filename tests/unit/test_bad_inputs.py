@@ -366,7 +366,9 @@ def store(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("store")
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
-    exp = tracker.experiment("e")
+    from orchestrator.identity import experiment_name
+
+    exp = tracker.experiment(experiment_name("e", "owner"))
     from orchestrator.identity import run_identity_tags
 
     run = tracker.find_or_create_run(exp, "half", {"camu.role": "job", "camu.job": "half", "camu.submission": "s1",

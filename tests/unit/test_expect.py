@@ -66,7 +66,9 @@ def store(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("expect-store")
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
-    experiment = tracker.experiment("expect")
+    from orchestrator.identity import experiment_name
+
+    experiment = tracker.experiment(experiment_name("expect", "owner"))
     _record(tracker, experiment, "checked", {**JOB, "expect": [PASSING, FAILING]})
     _record(tracker, experiment, "met", {**JOB, "expect": [PASSING]})
     _record(tracker, experiment, "unchecked", JOB)

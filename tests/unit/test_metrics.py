@@ -87,3 +87,33 @@ def test_average_gap_is_nan_when_a_metric_is_and_counts_the_mia_in_points():
     assert average_gap(m, o) == pytest.approx((1 + 10 + 2 + 8) / 4)  # the MIA fraction counts x100
     assert math.isnan(average_gap(m, {**o, "mia_official": float("nan")}))  # never over fewer metrics
     assert average_gap(m, m) == 0.0
+
+
+def test_the_official_attack_trains_on_as_many_members_as_non_members(monkeypatch):
+    """As the official train_attack_model: the first ~4,000 rows of the shuffled D_s loader against the
+    first ~4,000 test samples; all of a larger D_s would tilt the attack towards 'member'."""
+    import torch
+
+    import camu.evaluation as evaluation
+
+    seen = {}
+
+    def capture(members, nonmembers, forget, heldout, seed=0):
+        seen.update(members=members, nonmembers=nonmembers, forget=forget, heldout=heldout)
+        return 0.5, 0.5
+
+    monkeypatch.setattr(evaluation, "official_mia", capture)
+    torch.manual_seed(0)
+    n_train, n_test = 9000, 10000
+    train_logits, test_logits = torch.randn(n_train, 10), torch.randn(n_test, 10)
+    y_train, y_test = torch.randint(0, 10, (n_train,)), torch.randint(0, 10, (n_test,))
+    forget, retain = torch.arange(0, 1000), torch.arange(1000, 9000)
+    members = torch.arange(1000, 7000)  # |D_s| = 6,000 > the 4,000 non-members
+    evaluation._part_metrics(train_logits, test_logits, y_train, y_test, forget, retain, torch.arange(n_test),
+                             members, [], seed=3)
+    assert len(seen["members"]) == len(seen["nonmembers"]) == 4000
+    assert len(seen["forget"]) == 1000 and len(seen["heldout"]) == 1000
+    # members are a seeded random subset of D_s: rows of D_s's own sorted softmax
+    expected = torch.sort(torch.softmax(train_logits[members], 1), 1, descending=True).values.numpy()
+    rows = {tuple(r) for r in expected.round(6).tolist()}
+    assert all(tuple(r) in rows for r in seen["members"].round(6).tolist())

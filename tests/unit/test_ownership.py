@@ -66,13 +66,14 @@ def test_a_name_resolves_only_to_the_callers_own_job_runs(tracker, tmp_path):
     assert only_theirs.exit_code == 2
     assert f"no job run named 'quick' is yours ({me})" in only_theirs.output
     assert theirs in only_theirs.output and "owner mallory" in only_theirs.output
-    mine = _job_run(tracker, "my-exp", "quick", me)
+    mine = _job_run(tracker, experiment_name("my-exp", "owner"), "quick", me)
     time.sleep(0.01)
     _job_run(tracker, "other-exp2", "quick", "mallory")  # newer, same name, someone else's
+    _job_run(tracker, "planted@mallory", "quick", me)  # newer, tagged as mine, but in someone else's namespace
     from orchestrator.results import find_job_run
 
     assert find_job_run(tracker, "quick").info.run_id == mine
-    _job_run(tracker, "my-second-exp", "quick", me)
+    _job_run(tracker, experiment_name("my-second-exp", "owner"), "quick", me)
     with pytest.raises(LookupError, match="in several experiments"):
         find_job_run(tracker, "quick")
     assert find_job_run(tracker, mine).info.run_id == mine  # a run id is always exact
@@ -85,7 +86,7 @@ def test_resume_refuses_another_owners_job_and_other_code(tracker, tmp_path):
     with pytest.raises(LookupError, match="belongs to mallory.*--accept-owner mallory"):
         _check_resumable(tracker, other, accept_owner=None, allow_code_change=False)
     _check_resumable(tracker, other, accept_owner="mallory", allow_code_change=False)
-    changed = tracker.run(_job_run(tracker, "e", "j2", owner(), **{CODE_HASH_TAG: "0" * 16}))
+    changed = tracker.run(_job_run(tracker, experiment_name("e", "owner"), "j2", owner(), **{CODE_HASH_TAG: "0" * 16}))
     with pytest.raises(LookupError, match=f"this is {code_hash()}.*--allow-code-change"):
         _check_resumable(tracker, changed, accept_owner=None, allow_code_change=False)
     _check_resumable(tracker, changed, accept_owner=None, allow_code_change=True)
@@ -112,7 +113,8 @@ def test_results_closes_the_runs_of_a_killed_driver(tracker):
     started = process_start(dead.pid)
     dead.kill()
     dead.wait()
-    job = _job_run(tracker, "e", "zombie", owner(), **{DRIVER_TAG: f"{socket.gethostname()}:{dead.pid}:{started}"})
+    job = _job_run(tracker, experiment_name("e", "owner"), "zombie", owner(),
+                   **{DRIVER_TAG: f"{socket.gethostname()}:{dead.pid}:{started}"})
     exp = tracker.run(job).info.experiment_id
     trial = tracker.find_or_create_run(exp, "t", {"camu.job_run": job}, key="t", parent=job)
     finished = tracker.find_or_create_run(exp, "f", {"camu.job_run": job}, key="f", parent=job)

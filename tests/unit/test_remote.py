@@ -52,8 +52,9 @@ def test_submission_carries_code_and_settings_but_no_credentials_unless_asked(sp
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "180"  # from cluster/runtime_env.yaml
     assert env["RAY_JOB_STOP_WAIT_TIME_S"] == "30"  # `camu-orch stop` leaves the driver time to close its runs
-    for secret in ("alice-user", "s3cr3t-value", "tok3n-value", "ray-token-value"):
+    for secret in ("s3cr3t-value", "tok3n-value", "ray-token-value"):
         assert secret not in str(sub)  # credentials stay here unless --forward-credentials
+    assert env["CAMU_ORCH_OWNER"] == "alice-user"  # the submitter owns the job's runs, not the cluster's user
     assert not set(remote.MLFLOW_SECRET_VARS) & set(env)
     assert sub["runtime_env"]["working_dir"] == str(tmp_path / "a")  # the staged allowlist, not the checkout
     assert "excludes" not in sub["runtime_env"]
