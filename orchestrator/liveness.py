@@ -20,6 +20,7 @@ from orchestrator.progress import say
 
 HEARTBEAT_TAG = "camu.heartbeat"
 DRIVER_TAG = "camu.driver"  # host:pid:start-time of the driver process
+ENDED = "ended"  # the heartbeat of a driver that left its job
 HEARTBEAT_S = float(os.environ.get("CAMU_ORCH_HEARTBEAT_S", "20"))
 STALE_AFTER_S = float(os.environ.get("CAMU_ORCH_STALE_AFTER_S", "180"))
 
@@ -41,9 +42,10 @@ def driver_tags() -> dict[str, str]:
 
 
 def _beating(tags: dict[str, str]) -> bool:
-    """A heartbeat younger than the stale limit (a driver that someone else marked ended may still run)."""
+    """A heartbeat younger than the stale limit (a driver that someone else marked ended may still run);
+    a driver that left its job writes ``ended`` there."""
     beat = tags.get(HEARTBEAT_TAG, "")
-    return bool(beat) and time.time() - float(beat) <= STALE_AFTER_S
+    return beat.replace(".", "", 1).isdigit() and time.time() - float(beat) <= STALE_AFTER_S
 
 
 def driver_state(tags: dict[str, str], now: float | None = None) -> str:
@@ -52,6 +54,8 @@ def driver_state(tags: dict[str, str], now: float | None = None) -> str:
     driver = tags.get(DRIVER_TAG, "")
     host, _, rest = driver.partition(":")
     pid, _, started = rest.partition(":")
+    if tags.get(HEARTBEAT_TAG) == ENDED:  # the driver left the job (its process may live on: a notebook, tests)
+        return "gone"
     if host == socket.gethostname() and pid.isdigit() and started and process_start(os.getpid()):
         # on the driver's own host, where /proc answers, the process table is the truth
         return "alive" if process_start(int(pid)) == started else "gone"
@@ -109,3 +113,7 @@ class DriverHeartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)  # no beat may reopen the run after the job closed it
+        try:
+            self.tracker.set_tags(self.run_id, {HEARTBEAT_TAG: ENDED})
+        except Exception:  # noqa: BLE001 - the job's own outcome matters more than this mark
+            pass

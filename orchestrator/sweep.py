@@ -388,11 +388,11 @@ def _sweep_trial(ctx: SweepContext, res: Any, recorded: dict[str, RecordedTrial]
 
 
 def _tune_id_from_path(path: str) -> str:
-    """A trial's Tune id (``<8 hex>_<5 digits>``) from its folder name ``<trainable>_<id>_<tag>_<date>``: the
+    """A trial's Tune id (``<5-8 hex>_<5 digits>``) from its folder name ``<trainable>_<id>_<tag>_<date>``: the
     id of a trial that reported nothing (a replayed finished or stopped one)."""
     import re
 
-    found = re.search(r"_([0-9a-f]{8}_\d{5})(?:_|$)", Path(path).name)
+    found = re.search(r"_([0-9a-f]{5,8}_\d{5})(?:_|$)", Path(path).name)
     return found.group(1) if found else Path(path).name
 
 

@@ -65,6 +65,11 @@ def test_resume_runs_no_planted_pickle_and_ignores_other_users_runs(ray_cluster,
     finals[0].unlink()
     client.set_terminated(victim.info.run_id, "KILLED")
     client.set_terminated(job_run.info.run_id, "KILLED")
+    scenario_run = client.get_run(victim.data.tags["mlflow.parentRunId"])
+    done = [k for k in scenario_run.data.tags if k.startswith("camu.sweep_done.")]
+    assert len(done) == 1  # the sweep had completed: an interruption comes before this mark
+    client.delete_tag(scenario_run.info.run_id, done[0])
+    client.set_terminated(scenario_run.info.run_id, "KILLED")
     # plant the payload wherever Tune's sweep state is or was ever read from
     marker = work / "PWNED"
     evil = pickle.dumps(Payload(marker))

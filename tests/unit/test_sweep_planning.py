@@ -57,3 +57,12 @@ def test_gpu_packing_places_n_trials_per_gpu():
     assert scaling_config(packed).resources_per_worker == {"CPU": 2, "GPU": 0.25}
     with pytest.raises(ValueError, match="trials_per_gpu"):
         ResourcesSpec(num_workers=2, trials_per_gpu=2)
+
+
+def test_a_trial_id_is_read_back_from_its_tune_folder_name():
+    """A replayed trial reports nothing: its Tune id comes from the folder Tune named after it."""
+    from orchestrator.sweep import _tune_id_from_path, ordinal
+
+    folder = "/runs/sweep-1/trial_driver_1ba02_00001_1_lr=0.0123_2026-12-06_15-53-01"
+    assert _tune_id_from_path(folder) == "1ba02_00001" and ordinal("1ba02_00001") == "00001"
+    assert _tune_id_from_path("/x/trial_driver_0a1b2c3d_00012_12_lr=1e-3") == "0a1b2c3d_00012"
