@@ -75,7 +75,7 @@ class CachedModel:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         """Write meta.json atomically (a unique temporary name in the folder, then ``os.replace``)."""
-        _atomic_write(self.meta_path, json.dumps(meta, indent=2, default=str).encode())
+        atomic_write(self.meta_path, json.dumps(meta, indent=2, default=str).encode())
 
     def verified_meta(self) -> dict[str, Any] | None:
         """The entry's metadata once its weights match it; None when there is no complete entry (never
@@ -151,7 +151,7 @@ def file_digest(path: str | Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a unique temporary file beside ``path``, fsync, then ``os.replace`` it into place."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

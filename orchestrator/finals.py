@@ -9,14 +9,13 @@ again instead of every later resume crashing on it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from orchestrator.cache import atomic_write
 
 log = logging.getLogger(__name__)
 FINAL_FILE = "final.json"
@@ -26,18 +25,7 @@ def write_final(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write ``{"final": 1.0, **metrics}`` to ``path`` atomically (same-folder temporary file, fsync,
     ``os.replace``); nothing is left behind when it fails."""
     path = Path(path)
-    payload = json.dumps({"final": 1.0, **metrics})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps({"final": 1.0, **metrics}).encode())
     return path
 
 

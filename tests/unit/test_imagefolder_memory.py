@@ -82,7 +82,9 @@ def test_validation_reads_labels_not_pixels(tmp_path):
     from orchestrator.validate import check_job
 
     root = png_tree(tmp_path / "tree", {"train": 4, "val": 2}, garbage=True)
-    with pytest.raises(Exception):  # noqa: B017 - PIL's error: these really are not images
+    from PIL import UnidentifiedImageError
+
+    with pytest.raises(UnidentifiedImageError):  # these really are not images
         load_dataset("imagefolder", options(root, in_memory=True))
     job = {"name": "folder", "dataset": {"name": "imagefolder", **options(root, in_memory=True)},
            "model": {"name": "mnist_cnn"}, "scenarios": [{"name": "c", "kind": "classes", "classes": ["dog"]}],

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator import finals
+from orchestrator import cache  # write_final writes through cache.atomic_write
 from orchestrator.finals import read_final, write_final
 
 
@@ -40,7 +40,7 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(finals.os, "replace", crash)
+    monkeypatch.setattr(cache.os, "replace", crash)
     with pytest.raises(OSError):
         write_final(tmp_path / "final.json", {"fa": 1.0})
     assert list(tmp_path.iterdir()) == []
@@ -48,13 +48,13 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
 
 def test_a_failed_write_keeps_the_previous_file_whole(tmp_path, monkeypatch):
     write_final(tmp_path / "final.json", {"fa": 1.0})
-    real = finals.os.fsync
+    real = cache.os.fsync
 
     def crash(fd):
         real(fd)
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(finals.os, "fsync", crash)
+    monkeypatch.setattr(cache.os, "fsync", crash)
     with pytest.raises(OSError):
         write_final(tmp_path / "final.json", {"fa": 2.0})
     assert read_final(tmp_path / "final.json")["fa"] == 1.0
