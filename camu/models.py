@@ -23,14 +23,27 @@ class ModelOptions(StrictModel):
     """Base for per-model options; unknown keys are rejected."""
 
 
+FAMILIES = ("mnist", "cifar")
+"""The two regimes the reference codebases publish settings for: the small-scale one (MNIST-like
+data, a small CNN such as the CaMU paper's) and the CIFAR-scale one (ResNets on 32-px images)."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     options: type[ModelOptions]
     build: Callable[[ModelOptions, int, int, tuple[int, int]], nn.Module]
     description: str
+    family: str  # which references' settings apply to it: one of FAMILIES
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
+
+
+def model_family(name: str) -> str:
+    """The settings family of model ``name``: the reference settings of unlearning methods depend on the
+    model and its input size (a small CNN on 28-px digits vs a ResNet on 32-px CIFAR), not on what the
+    dataset is called (an MNIST image folder still runs the paper's CNN)."""
+    return MODELS.get(name).family
 
 
 def build_model(name: str, options: dict | None, in_channels: int, num_classes: int,
@@ -70,7 +83,7 @@ def _build_mnist_cnn(opt: MnistCNNOptions, in_channels: int, num_classes: int, s
 
 
 _MNIST_CNN = "the CaMU paper's MNIST/Fashion-MNIST CNN (Z = 256-d fc)"
-MODELS.register("mnist_cnn", _MNIST_CNN)(ModelEntry(MnistCNNOptions, _build_mnist_cnn, _MNIST_CNN))
+MODELS.register("mnist_cnn", _MNIST_CNN)(ModelEntry(MnistCNNOptions, _build_mnist_cnn, _MNIST_CNN, "mnist"))
 
 
 # ----------------------------------------------------------------------------- ResNets
@@ -112,7 +125,7 @@ def _resnet(depth: int) -> Callable[[ResNetOptions, int, int, tuple[int, int]], 
 
 for _depth, _width in ((18, 512), (50, 2048)):
     _text = f"ResNet-{_depth} from scratch, CIFAR 3x3 or ImageNet stem (Z = {_width}-d)"
-    MODELS.register(f"resnet{_depth}", _text)(ModelEntry(ResNetOptions, _resnet(_depth), _text))
+    MODELS.register(f"resnet{_depth}", _text)(ModelEntry(ResNetOptions, _resnet(_depth), _text, "cifar"))
 
 
 def has_batch_norm(model: nn.Module) -> bool:

@@ -2,7 +2,8 @@
 
 Image models and batches are channels_last on every device (on CUDA, faster convolutions under bf16;
 on CPU, oneDNN's convolutions and max-pooling: 1.56x faster training and 2.14x faster inference of the
-paper's CNN, benchmarks/memory_format.py); bf16 autocast is on for CUDA only.
+paper's CNN, benchmarks/memory_format.py); bf16 autocast is on for CUDA only, unless the process's
+precision is set to fp32 (``set_precision``: reproduction jobs run in the references' fp32).
 ``Shard`` describes this process's place in a data-parallel group: each global batch is split
 by rank so that W workers at global batch B see exactly the samples one worker would.
 """
@@ -28,9 +29,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+PRECISIONS = ("bf16", "fp32")
+_precision = {"value": "bf16"}  # of this process: one job, one precision (set by every worker from its config)
+
+
+def set_precision(precision: str) -> None:
+    """Set this process's compute precision on CUDA: ``bf16`` (autocast) or ``fp32`` (none)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    _precision["value"] = precision
+
+
+def precision() -> str:
+    """This process's compute precision (``set_precision``)."""
+    return _precision["value"]
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, a no-op elsewhere."""
-    if device.type == "cuda":
+    """bf16 autocast on CUDA (unless this process's precision is fp32), a no-op elsewhere."""
+    if device.type == "cuda" and _precision["value"] == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -34,6 +34,31 @@ class TrainRecipe(StrictModel):
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0, le=1)
     seed: Seed = Field(0, description="seed of initialisation and data order")
+    optimizer: Literal["adam", "sgd"] = Field(
+        "adam", description="adam (the official CaMU recipe) or sgd (plain SGD, as Unrolling SGD's correction "
+                            "assumes)")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (optimizer: sgd only)")
+
+    @model_validator(mode="after")
+    def _momentum_needs_sgd(self) -> TrainRecipe:
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError("momentum: applies to optimizer: sgd only; remove it or set optimizer: sgd")
+        return self
+
+    def key_fields(self) -> dict[str, Any]:
+        """The recipe as it enters cache keys: the optimizer fields only where they differ from the
+        defaults, so that models trained before they existed keep their keys."""
+        values = self.model_dump()
+        if self.optimizer == "adam" and not self.momentum:
+            values.pop("optimizer"), values.pop("momentum")
+        return values
+
+
+def make_training_optimizer(params: Any, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``params``."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 @dataclass
@@ -46,7 +71,7 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
                      device: torch.device, shard: Shard | None = None, on_epoch: TrainCallback | None = None,
                      resume_state: dict[str, Any] | None = None, sync_batchnorm: bool = True,
                      on_step: StepCallback | None = None) -> TrainStats:
-    """Train ``model`` in place with Adam on ``source[indices]``; returns per-epoch mean losses.
+    """Train ``model`` in place with the recipe's optimizer on ``source[indices]``; returns per-epoch mean losses.
     An augmented source (``source.view.augment``) gets fresh random resized crops + flips every epoch.
 
     ``on_epoch(epoch, metrics, state)`` receives a resumable state (model, optimizer, epoch).
@@ -60,7 +85,7 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
     model = place_model(model, device)
     broadcast_module(model, shard)
     net = DistributedDataParallel(model) if shard.world_size > 1 else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = make_training_optimizer(model.parameters(), recipe)
     start, steps = 0, 0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])

@@ -142,19 +142,63 @@ def doctor() -> None:
     typer.echo("ok")
 
 
-@app.command("ls")
-def list_registry(what: Annotated[Registry, typer.Argument(help="which registry to list")]) -> None:
-    """List registered datasets, models, scenarios or methods.
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
 
-    Example: camu-orch ls datasets
+
+@app.command("ls")
+def list_registry(what: Annotated[Registry, typer.Argument(help="which registry to list")],
+                  fmt: Annotated[ListFormat, typer.Option(
+                      "--format", help="table, or json (methods: every preset per model family and scenario "
+                                       "kind with its values and reference source)")] = ListFormat.table,
+                  ) -> None:
+    """List registered datasets, models, scenarios or methods. For methods: each one's presets per model
+    family (mnist: the paper's CNN; cifar: a ResNet) with their reference source, and the differences from
+    the reference it keeps on purpose.
+
+    Example: camu-orch ls methods --format json
     """
+    import json
+
     import camu
 
     registry = {"datasets": camu.DATASETS, "models": camu.MODELS, "scenarios": camu.SCENARIOS,
                 "methods": camu.METHODS}[what.value]
+    if what is Registry.methods:
+        from orchestrator.methods import method_catalogue
+
+        catalogue = method_catalogue(camu.SCENARIOS.names())
+        if fmt is ListFormat.json:
+            typer.echo(json.dumps(catalogue, indent=2))
+            return
+        for entry in catalogue:
+            typer.echo(f"{entry['name']}: {entry['description']}")
+            for row in _distinct_presets(entry["presets"]):
+                values = ", ".join(f"{k}={v}" for k, v in row["values"].items())
+                typer.echo(f"    {row['preset']} [{row['family']}; {row['kinds']}]: {values}")
+                typer.echo(f"        source: {row['source']}" + (f"; note: {row['note']}" if row["note"] else ""))
+            for deviation in entry["deviations"]:
+                typer.echo(f"    kept difference: {deviation}")
+        return
+    if fmt is ListFormat.json:
+        typer.echo(json.dumps(registry.describe(), indent=2))
+        return
     width = max(map(len, registry.names()), default=0) + 2
     for name, description in registry.describe().items():
         typer.echo(f"{name:<{width}}{description}")
+
+
+def _distinct_presets(rows: list[dict]) -> list[dict]:
+    """Preset rows with the scenario kinds that share the same values merged (for the table)."""
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["preset"], row["family"], repr(sorted(row["values"].items())), row["source"], row["note"])
+        if key in merged:
+            merged[key]["kinds"] += f", {row['scenario_kind']}"
+        else:
+            merged[key] = {**row, "kinds": row["scenario_kind"]}
+    return list(merged.values())
 
 
 SetOption = Annotated[list[str] | None, typer.Option(
@@ -200,6 +244,10 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
                f"{len(spec.methods)} method(s) ({', '.join(m.name for m in spec.methods)}): each its preset + "
                f"{spec.sweep.num_samples} sweep trial(s) ({spec.sweep.search}), "
                + (f"{workers} worker(s) per run" if workers else "each run in one process (Train local mode)"))
+    from camu.models import model_family
+
+    family = model_family(spec.model.name)
+    typer.echo(f"  presets: the {family} family's (model {spec.model.name}); list them with camu-orch ls methods")
 
 
 @app.command()

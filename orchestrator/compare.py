@@ -19,7 +19,7 @@ from typing import Any
 
 from camu.methods import METHODS
 from orchestrator import results
-from orchestrator.methods import PRESET_TRIAL, base_params, other_presets, preset_name, search_space
+from orchestrator.methods import PRESET_TRIAL, base_params, other_presets, preset_name, search_space, setting
 from orchestrator.naming import content_hash, trial_key
 from orchestrator.progress import PROGRESS, say, stage
 from orchestrator.selection import OBJECTIVE
@@ -57,9 +57,11 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
         say(f"    {spec.name}: the cached oracle's rows (no second training)")
         return
     job = ctx.spec
-    params = base_params(spec, job.dataset.name, sc.kind)
-    extras = other_presets(spec, job.dataset.name, sc.kind)
-    label = preset_name(spec, job.dataset.name, sc.kind) or "parameter defaults"
+    at = setting(job.model.name, job.dataset.name, sc.kind,
+                 None if job.original.uri else job.original.oracle_recipe.model_dump())
+    params = base_params(spec, at)
+    extras = other_presets(spec, at)
+    label = preset_name(spec, at) or "parameter defaults"
     stage(4, f"{spec.name} on {sc.name}: preset '{label}' on {len(refs)} seed(s), {len(extras)} other preset(s) and "
              f"{job.sweep.num_samples} sweep trial(s) on seed {refs[0].seed}")
     contexts = [_context(ctx, sc, spec.name, ref, child, params) for ref in refs]

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from camu.methods import METHODS, UnlearningMethod, check_applicable
+from camu.methods import METHODS, Setting, UnlearningMethod, check_applicable
+from camu.models import MODELS, model_family
 from orchestrator.spec import MethodSpec, format_validation_error, space_dimension_problem
 
 NO_PRESET = "none"
@@ -21,29 +22,59 @@ def method(spec: MethodSpec) -> UnlearningMethod:
     return METHODS.get(spec.name)()
 
 
-def preset_name(spec: MethodSpec, dataset: str, scenario_kind: str) -> str | None:
+def setting(model: str, dataset: str, scenario_kind: str, recipe: dict[str, Any] | None = None) -> Setting:
+    """What the presets of a job's methods depend on: the family of its model (the paper's CNN: mnist;
+    a ResNet: cifar), its dataset, the scenario's kind and the original's training recipe (None: loaded)."""
+    return Setting(model_family(model), dataset, scenario_kind, recipe)
+
+
+def preset_name(spec: MethodSpec, at: Setting) -> str | None:
     """The preset trials start from (the method's default unless named; None for ``none``)."""
     if spec.preset == NO_PRESET:
         return None
-    return spec.preset or (method(spec).preset_names(dataset, scenario_kind) or [None])[0]
+    return spec.preset or (method(spec).preset_names(at) or [None])[0]
 
 
-def base_params(spec: MethodSpec, dataset: str, scenario_kind: str) -> dict[str, Any]:
+def base_params(spec: MethodSpec, at: Setting) -> dict[str, Any]:
     """The complete parameters of the method's preset run: preset (or defaults), then ``params``."""
     m = method(spec)
-    name = preset_name(spec, dataset, scenario_kind)
-    base = m.preset(name, dataset, scenario_kind) if name else {}
+    name = preset_name(spec, at)
+    base = m.preset(name, at) if name else {}
     return m.Params.model_validate({**base, **spec.params}).model_dump()
 
 
-def other_presets(spec: MethodSpec, dataset: str, scenario_kind: str) -> list[tuple[str, dict[str, Any]]]:
+def other_presets(spec: MethodSpec, at: Setting) -> list[tuple[str, dict[str, Any]]]:
     """The method's other known presets (trial ids ``preset-<name>``, the job's overrides applied): the
-    search starts from all of them, e.g. both dataset families of CaMU."""
+    search starts from all of them, e.g. both families of CaMU."""
     m = method(spec)
-    chosen = preset_name(spec, dataset, scenario_kind)
-    return [(f"{PRESET_TRIAL}-{name}", m.Params.model_validate({**m.preset(name, dataset, scenario_kind),
-                                                                **spec.params}).model_dump())
-            for name in m.preset_names(dataset, scenario_kind) if name != chosen]
+    chosen = preset_name(spec, at)
+    return [(f"{PRESET_TRIAL}-{name}", m.Params.model_validate({**m.preset(name, at), **spec.params}).model_dump())
+            for name in m.preset_names(at) if name != chosen]
+
+
+def method_catalogue(kinds: list[str]) -> list[dict[str, Any]]:
+    """Every registered method with its presets per family and scenario kind (values, the reference file
+    they come from, notes), its search space and the differences from its reference it keeps on purpose:
+    what ``camu-orch ls methods`` prints, so that presets can be checked without reading code."""
+    from camu.models import FAMILIES
+
+    out = []
+    for name, description in METHODS.describe().items():
+        cls = METHODS.get(name)
+        m = cls()
+        presets = []
+        for family in FAMILIES:
+            for kind in kinds:
+                if check_applicable(name, kind, has_initial=True):
+                    continue
+                at = Setting(family, "", kind)
+                for preset in m.preset_names(at):
+                    entry = m.preset_entry(preset, at)
+                    presets.append({"preset": preset, "family": family, "scenario_kind": kind,
+                                    "values": m.preset(preset, at), "source": entry.source, "note": entry.note})
+        out.append({"name": name, "description": description, "scenario_kinds": list(cls.scenario_kinds or kinds),
+                    "presets": presets, "space": dict(cls.space), "deviations": list(cls.deviations)})
+    return out
 
 
 def search_space(spec: MethodSpec) -> dict[str, Any]:
@@ -103,9 +134,11 @@ def space_errors(prefix: str, method_name: str, params: type[BaseModel], space: 
     return list(dict.fromkeys(errors))
 
 
-def method_errors(i: int, spec: MethodSpec, dataset: str | None, scenario_kinds: list[tuple[str, str]],
-                  loaded_original: bool) -> list[str]:
-    """Problems of ``methods.i`` for this job's dataset and scenarios (name, kind)."""
+def method_errors(i: int, spec: MethodSpec, dataset: str | None, model: str | None,
+                  scenario_kinds: list[tuple[str, str]], loaded_original: bool,
+                  recipe: dict[str, Any] | None = None) -> list[str]:
+    """Problems of ``methods.i`` for this job's dataset, model and scenarios (name, kind); presets are
+    checked only when the dataset and the model are known names."""
     prefix = f"methods.{i}"
     if spec.name not in METHODS:
         return [f"{prefix}.name: unknown method {spec.name[:40]!r}; choose one of {', '.join(METHODS.names())}"]
@@ -121,16 +154,20 @@ def method_errors(i: int, spec: MethodSpec, dataset: str | None, scenario_kinds:
                    else "drop it from this job")
             errors.append(f"{prefix}: {reason} (scenario {scenario}); {fix}")
             continue
-        if dataset is None:
+        if dataset is None or model is None or model not in MODELS:
             continue
-        known = m.preset_names(dataset, kind)
+        at = setting(model, dataset, kind, None if loaded_original else recipe)
+        known = m.preset_names(at)
         if spec.preset not in (None, NO_PRESET) and spec.preset not in known:
             errors.append(f"{prefix}.preset: {spec.preset!r} is not a preset of {spec.name}; presets: "
                           f"{', '.join(known + [NO_PRESET])}")
         elif not errors:
             try:
-                base_params(spec, dataset, kind)
+                problem = m.original_problem(at.recipe, base_params(spec, at))
             except ValidationError as err:
                 errors += format_validation_error(err, f"{prefix}.params", extra_key="unknown parameter")
+            else:
+                if problem:
+                    errors.append(f"{prefix}: {problem}")
     errors += space_errors(f"{prefix}.sweep.space", spec.name, m.Params, search_space(spec))
     return list(dict.fromkeys(errors))

@@ -258,6 +258,9 @@ class ResourcesSpec(Strict):
                                                    "global batch (as one worker would), not each rank's share")
     lr_scaling: Literal["none", "linear"] = Field(
         "none", description="the global batch is fixed, so no scaling is needed; linear multiplies lrs by num_workers")
+    precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="compute precision on GPU: bf16 autocast (fast), or fp32 as the reference codebases run "
+                            "(reproduction jobs); no effect on CPU")
 
     @model_validator(mode="after")
     def _fractional_gpus(self) -> ResourcesSpec:

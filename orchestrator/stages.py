@@ -83,10 +83,10 @@ class References:
 
 
 def data_config(spec: JobSpec) -> dict[str, Any]:
-    """Dataset, model and device of the job as plain data for the workers."""
+    """Dataset, model, device and GPU precision of the job as plain data for the workers."""
     return {"dataset": {"name": spec.dataset.name, "options": json.loads(json.dumps(spec.dataset.options, default=str))},
             "model": {"name": spec.model.name, "options": spec.model.options},
-            "device": "cpu" if spec.device == "cpu" else "auto"}
+            "device": "cpu" if spec.device == "cpu" else "auto", "precision": spec.resources.precision}
 
 
 def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.Tensor, label: str,
@@ -100,7 +100,11 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     spec, tracker = ctx.spec, ctx.tracker
     recipe = spec.original.oracle_recipe.model_dump()
     base = data_config(spec)
-    key = model_key(role, base["dataset"], base["model"], recipe, indices)
+    # fp32 models are other models; bf16 (the default) keeps the keys it always had
+    keyed = spec.original.oracle_recipe.key_fields()
+    if base["precision"] != "bf16":
+        keyed["precision"] = base["precision"]
+    key = model_key(role, base["dataset"], base["model"], keyed, indices)
     run_key = f"model:{key}"
     tags = {"camu.role": role, "camu.job": spec.name, "camu.cache_key": key, "camu.method": role, **ctx.run_tags}
 
@@ -280,6 +284,7 @@ def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child:
     tracker.set_tags(child, {f"camu.oracle_run_id.seed{seed}": oracle.run_id, "camu.original_run_id": original.run_id})
     base = data_config(spec)
     worker = WorkerConfig(dataset=Named(**base["dataset"]), model=Named(**base["model"]), device=base["device"],
+                          precision=base["precision"],
                           split_path=split_path, original_weights=original.weights, initial_weights=original.initial,
                           seed=seed, scenario_kind=sc.kind, oracle_metrics={}, oracle_seconds=oracle.train_seconds,
                           objective=spec.sweep.objective, evaluation=spec.evaluation,

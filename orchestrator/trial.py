@@ -29,6 +29,7 @@ class WorkerConfig(Wire):
     dataset: Named
     model: Named
     device: str = "auto"
+    precision: str = "bf16"  # on GPU: bf16 autocast or fp32 (resources.precision)
     split_path: str
     original_weights: str
     initial_weights: str | None = None  # the original's initialisation (for methods that replay training)

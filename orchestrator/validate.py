@@ -20,9 +20,17 @@ from camu import DATASETS, METHODS, MODELS, SCENARIOS
 from camu.data import DataFormatError, DataRootError, ImageData, load_dataset
 from camu.data.datasets import labels_only
 from camu.scenarios import ScenarioError, make_split
+from camu.training import TrainRecipe
 from orchestrator.jobfile import apply_overrides, read_yaml
 from orchestrator.methods import method_errors, search_space
-from orchestrator.spec import JobSpec, JobSpecError, ScenarioSpec, format_validation_error, parse_job, without_legacy
+from orchestrator.spec import (
+    JobSpec,
+    JobSpecError,
+    ScenarioSpec,
+    format_validation_error,
+    parse_job,
+    without_legacy,
+)
 from orchestrator.uris import local_weights_problem, model_source
 
 MAX_LOCAL_OVERSUBSCRIPTION = 8  # logical CPUs a local job may ask per physical core
@@ -120,12 +128,15 @@ def _method_errors(raw: dict[str, Any], methods: Any, original: Any) -> list[str
     if not methods:
         return []
     dataset = raw.get("dataset", {}).get("name") if isinstance(raw.get("dataset"), dict) else None
+    model = raw.get("model", {}).get("name") if isinstance(raw.get("model"), dict) else None
     scenarios = [(sc.get("name", f"#{i}"), sc["kind"]) for i, sc in enumerate(raw.get("scenarios") or [])
                  if isinstance(sc, dict) and isinstance(sc.get("kind"), str) and sc["kind"] in SCENARIOS]
     loaded = original is not None and original.uri is not None
+    recipe = None if loaded else (original.oracle_recipe if original is not None else TrainRecipe()).model_dump()
     errors = []
     for i, spec in enumerate(methods):
-        errors += method_errors(i, spec, dataset if dataset in DATASETS else None, scenarios, loaded)
+        errors += method_errors(i, spec, dataset if dataset in DATASETS else None,
+                                model if isinstance(model, str) else None, scenarios, loaded, recipe)
     return errors
 
 

@@ -30,7 +30,7 @@ from camu.data import ImageData
 from camu.evaluation import EvalSets, evaluation_sets, predict_logits
 from camu.methods import UnlearnContext
 from camu.metrics import accuracy
-from camu.runtime import Shard, resolve_device
+from camu.runtime import Shard, resolve_device, set_precision
 from camu.training import TrainRecipe, train_classifier
 from camu.weights import load_weights, read_checkpoint_state, save_weights
 from camu.privacy import LiraFit, logit_confidence, per_example_privacy
@@ -66,6 +66,8 @@ class QuickBudget:
 
 # ----------------------------------------------------------------------------- shared helpers
 def _device(cfg: dict[str, Any]) -> torch.device:
+    """The worker's device; also sets this process's GPU precision from the config."""
+    set_precision(cfg.get("precision", "bf16"))
     if cfg.get("device") == "cpu":
         return torch.device("cpu")
     try:
@@ -186,6 +188,13 @@ def training_indices(cfg: dict[str, Any], n: int) -> torch.Tensor:
     return torch.arange(n) if cfg["split_path"] is None else retain_indices(load_split(cfg["split_path"]))
 
 
+def _local_device(wcfg: WorkerConfig) -> torch.device:
+    """The device of a process outside Train's worker group (a Tune trial, an evaluation task); also sets
+    this process's GPU precision."""
+    set_precision(wcfg.precision)
+    return resolve_device("cpu" if wcfg.device == "cpu" else "auto")
+
+
 def supervised_worker(cfg: dict[str, Any]) -> None:
     """Train the original (all samples), an oracle (D_r of a split) or a shadow model with the job's recipe."""
     device = _device(cfg)
@@ -293,7 +302,7 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
         hook(cfg)
     remove_stale_checkpoint_folders()
     wcfg = cfg.worker
-    device = resolve_device("cpu" if wcfg.device == "cpu" else "auto") if channel.via_tune else _device(wcfg.model_dump())
+    device = _device(wcfg.model_dump()) if not channel.via_tune else _local_device(wcfg)
     with timings("data_load"):
         data = load_data(wcfg.model_dump(), device)
         split = load_split(wcfg.split_path)
@@ -307,7 +316,8 @@ def unlearn_worker(raw: dict[str, Any]) -> None:
     if tracker is not None:
         with timings("logging"):
             tracker.log_params(cfg.run_id, {**_data_parallel_params(cfg.method, params, wcfg, shard),
-                                            "data.augmented": data.augmented})
+                                            "data.augmented": data.augmented,
+                                            "precision": wcfg.precision if device.type == "cuda" else "fp32"})
     sets = evaluation_sets(forget, retain, len(data.test), wcfg.seed, wcfg.evaluation.selection_fraction)
     oracle, obj = wcfg.oracle_metrics, wcfg.objective
     sel_oracle = {k[4:]: v for k, v in oracle.items() if k.startswith("sel_")} or oracle
@@ -384,7 +394,7 @@ def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, spl
 def forget_phi(raw: dict[str, Any], weights: list[str]) -> np.ndarray:
     """Logit-scaled true-class confidences on D_f of several saved models (rows), loading the data once."""
     wcfg = WorkerConfig.model_validate(raw)
-    device = resolve_device("cpu" if wcfg.device == "cpu" else "auto")
+    device = _local_device(wcfg)
     data = load_data(wcfg.model_dump(), device)
     forget = forget_indices(load_split(wcfg.split_path))
     labels = data.train.labels.cpu()[forget]
@@ -400,7 +410,7 @@ def evaluate_weights(raw: dict[str, Any], weights: dict[str, str]) -> dict[str, 
     (the relearning FA curve and gap curve, empty when not asked for).
     The oracle is scored against itself; the original's FA is relearning's target."""
     wcfg = WorkerConfig.model_validate(raw)
-    device = resolve_device("cpu" if wcfg.device == "cpu" else "auto")
+    device = _local_device(wcfg)
     data = load_data(wcfg.model_dump(), device)
     split = load_split(wcfg.split_path)
     out: dict[str, Any] = {}

@@ -289,7 +289,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_SIZE = 224  # the official CaMU code's input size for CIFAR and ImageNet-style data
 Setting = Literal["fast", "paper"]
-SETTING_HELP = ("fast: small inputs, no augmentation (what most unlearning papers run); paper: the official CaMU "
+SETTING_HELP = ("fast: small inputs (what most unlearning papers run); paper: the official CaMU "
                 "regime, 224 px, ImageNet normalisation, RandomResizedCrop + horizontal flip on every training "
                 "batch (training, unlearning, shadows) - pair it with model.stem: imagenet")
 
@@ -297,25 +297,31 @@ SETTING_HELP = ("fast: small inputs, no augmentation (what most unlearning paper
 class CifarOptions(DatasetOptions):
     root: Path = Field(description="folder holding cifar-10-batches-py / cifar-100-python")
     download: bool = Field(False, description="download into root when missing")
-    setting: Setting = Field("fast", description=f"{SETTING_HELP}; fast keeps 32 px and CIFAR's own normalisation")
-    augment: bool | None = Field(None, description="override the setting's augmentation (default: on for paper)")
+    setting: Setting = Field("fast", description=f"{SETTING_HELP}; fast keeps 32 px and CIFAR's own normalisation, "
+                                                 "and trains and unlearns with RandomCrop(32, padding 4) + horizontal "
+                                                 "flip, as the SalUn, SCRUB and bad-teaching CIFAR code")
+    augment: bool | None = Field(None, description="override the setting's augmentation (default: on)")
 
 
 def cifar_data(name: str, opt: CifarOptions, train: tuple[torch.Tensor, torch.Tensor],
                test: tuple[torch.Tensor, torch.Tensor], classes: list[str], mean: tuple, std: tuple) -> ImageData:
     """CIFAR ``ImageData`` from uint8 (N, 32, 32, 3) arrays and labels, in the option's setting: stored at
     32 px either way; the paper setting views them at 224 px (a plain resize for evaluation, random
-    resized crops + flips for training) with ImageNet normalisation, as the official code."""
+    resized crops + flips for training) with ImageNet normalisation, as the official code; the fast
+    setting trains on pad crops + flips at 32 px (RandomCrop(32, padding=4), black padding)."""
     paper = opt.setting == "paper"
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if paper else (mean, std)
     size = (PAPER_SIZE, PAPER_SIZE) if paper else None
-    augment = paper if opt.augment is None else opt.augment
+    augment = True if opt.augment is None else opt.augment
+    black = tuple(-m / s for m, s in zip(mean, std))
+    train_view = (ImageView(size, augment=augment) if paper
+                  else ImageView(augment=augment, kind="pad_crop", pad=4, side=32, fill=black))
 
     def source(images: torch.Tensor, labels: torch.Tensor, view: ImageView) -> TensorSource:
         x = images.permute(0, 3, 1, 2).float() / 255.0
         return TensorSource(_normalise(x, mean, std), torch.as_tensor(labels), view)
 
-    return ImageData(name, source(*train, ImageView(size, augment=augment)), source(*test, ImageView(size)),
+    return ImageData(name, source(*train, train_view), source(*test, ImageView(size)),
                      len(classes), 3, size or (32, 32), list(classes), mean, std)
 
 

@@ -17,8 +17,10 @@ from camu.methods.base import (
     METHODS,
     MethodError,
     MethodParams,
-    UnlearningMethod,
+    Preset,
+    Setting,
     UnlearnContext,
+    UnlearningMethod,
     UnlearnResult,
     check_applicable,
     method_class,
@@ -26,5 +28,5 @@ from camu.methods.base import (
 )
 from camu.methods.camu import CamuParams, official_params
 
-__all__ = ["METHODS", "CamuParams", "MethodError", "MethodParams", "UnlearnContext", "UnlearnResult",
+__all__ = ["METHODS", "CamuParams", "MethodError", "MethodParams", "Preset", "Setting", "UnlearnContext", "UnlearnResult",
            "UnlearningMethod", "check_applicable", "method_class", "official_params", "run_method"]

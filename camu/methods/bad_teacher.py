@@ -1,5 +1,5 @@
 """Bad teaching, the CaMU paper's "TS" baseline (Chundawat, Tarun, Mandal, Kankanhalli; AAAI 2023, "Can
-Bad Teaching Induce Forgetting?"; reference code github.com/vikram2000b/bad-teaching-unlearning,
+Bad Teaching Induce Forgetting?"; reference code github.com/vikram2000b/bad-teaching-unlearning@f1aa988,
 ``UnlearnerLoss`` and ``blindspot_unlearner`` in unlearn.py).
 
 The student (a copy of the original) is distilled from a competent teacher (the original, frozen) on
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, UnlearningMethod, frozen_copy, reinitialised_copy
+from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families, frozen_copy, reinitialised_copy
 from camu.methods.common import TAG_RETAIN, TAG_SUBSET, OptimParams
 
 if TYPE_CHECKING:
@@ -48,12 +48,16 @@ def bad_teacher_loss(student: torch.Tensor, competent: torch.Tensor, incompetent
     return F.kl_div(F.log_softmax(student.float() / temperature, dim=1), target, reduction="none")
 
 
+SOURCE = ("github.com/vikram2000b/bad-teaching-unlearning@f1aa988, unlearn.py (blindspot_unlearner) and the"
+          " notebooks' call (Adam lr 1e-4, 1 epoch, batch 256, KL_temperature 1, 30% of D_r)")
+
+
 @METHODS.register("bad_teacher", "Bad teaching (TS): distil D_r from the original, D_f from a random teacher")
 class BadTeacher(UnlearningMethod):
     Params = BadTeacherParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 1e-4, "epochs": 1, "batch_size": 256,
-                                                                  "temperature": 1.0, "retain_fraction": 0.3,
-                                                                  "optimizer": "adam"}}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {
+        "reference": for_families({"lr": 1e-4, "epochs": 1, "batch_size": 256, "temperature": 1.0,
+                                   "retain_fraction": 0.3, "optimizer": "adam"}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-2]}, "epochs": {"randint": [1, 5]},
                                        "temperature": {"uniform": [1.0, 4.0]},
                                        "retain_fraction": {"uniform": [0.1, 1.0]}}

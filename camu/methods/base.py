@@ -33,6 +33,34 @@ tensors alias the live model and optimizers: serialise them before returning); `
 model being unlearned (use it read-only, in eval mode, under no_grad)."""
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What a method's reference settings depend on: the model's family (``camu.models.FAMILIES``:
+    ``mnist`` for the paper's small CNN, ``cifar`` for a ResNet), the dataset's registry name and the
+    scenario's kind."""
+
+    family: str
+    dataset: str
+    scenario_kind: str
+    recipe: dict[str, Any] | None = None  # how the original was trained (None: loaded, not trained by the job)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One published configuration: its values, the reference file (and commit) they come from, and a
+    note where the published values need one (e.g. a setting that collapses the model at this scale)."""
+
+    values: dict[str, Any]
+    source: str
+    note: str = ""
+
+
+def for_families(values: dict[str, Any], source: str, note: str = "",
+                 families: tuple[str, ...] = ("mnist", "cifar")) -> dict[str, Preset]:
+    """The same preset for every family (a reference that publishes one setting for all scales)."""
+    return {family: Preset(dict(values), source, note) for family in families}
+
+
 class MethodParams(StrictModel):
     """Base of every method's parameters: unknown keys, non-finite numbers and booleans for numbers
     are errors."""
@@ -85,32 +113,47 @@ class UnlearningMethod:
     """Base class of every registered method; see the module docstring.
 
     Class attributes a method sets:
-      ``Params``: its typed parameters; ``presets``: name -> the reference repository's published
-      defaults (the first is the default preset); ``space``: its documented search space (YAML form,
+      ``Params``: its typed parameters; ``presets``: name -> family -> ``Preset``, the reference
+      repository's published settings for the small-scale and the CIFAR-scale family (the first name is
+      the default preset); ``space``: its documented search space (YAML form,
       ``{param: {loguniform|uniform|randint: [lo, hi]} | {choice: [...]}}``); ``lr_fields``: the
       learning rates that ``lr_scaling: linear`` multiplies; ``scenario_kinds``: the scenario kinds it
       is defined for (None: all); ``needs_initial``: whether it needs the original's initial weights;
-      ``reuses_oracle``: the orchestrator reports the cached oracle for it instead of running it.
+      ``reuses_oracle``: the orchestrator reports the cached oracle for it instead of running it;
+      ``deviations``: the differences from the reference it keeps on purpose, each with its reason
+      (printed by ``camu-orch ls methods``).
     """
 
     Params: ClassVar[type[MethodParams]]
-    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {}
     space: ClassVar[dict[str, Any]] = {}
     lr_fields: ClassVar[tuple[str, ...]] = ("lr",)
     scenario_kinds: ClassVar[tuple[str, ...] | None] = None
     needs_initial: ClassVar[bool] = False
     reuses_oracle: ClassVar[bool] = False
+    deviations: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ what a method may override
-    def preset_names(self, dataset: str, scenario_kind: str) -> list[str]:
-        """The presets that apply to (dataset, scenario kind); the first is the default."""
-        return list(self.presets)
+    def preset_names(self, setting: Setting) -> list[str]:
+        """The presets published for ``setting``'s family; the first is the default."""
+        return [name for name, families in self.presets.items() if setting.family in families]
 
-    def preset(self, name: str, dataset: str, scenario_kind: str) -> dict[str, Any]:
+    def preset_entry(self, name: str, setting: Setting) -> Preset:
+        """Preset ``name`` for ``setting`` as published: values, source, note."""
+        known = self.preset_names(setting)
+        if name not in known:
+            raise MethodError(f"unknown preset {name!r} for the {setting.family} family; presets: "
+                              f"{', '.join(known) or 'none'}")
+        return self.presets[name][setting.family]
+
+    def preset(self, name: str, setting: Setting) -> dict[str, Any]:
         """The parameters of preset ``name`` (a complete, validated configuration)."""
-        if name not in self.presets:
-            raise MethodError(f"unknown preset {name!r}; presets: {', '.join(self.presets) or 'none'}")
-        return self.Params.model_validate(self.presets[name]).model_dump()
+        return self.Params.model_validate(self.preset_entry(name, setting).values).model_dump()
+
+    def original_problem(self, recipe: dict[str, Any] | None, params: dict[str, Any]) -> str | None:
+        """Why this method cannot unlearn an original trained with ``recipe`` (None: a loaded original)
+        at ``params``, or None; default: any original will do."""
+        return None
 
     def num_epochs(self, params: MethodParams) -> int:
         return int(params.epochs)  # type: ignore[attr-defined]

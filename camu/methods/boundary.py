@@ -1,17 +1,23 @@
 """Boundary unlearning (Chen, Gao, Liu, Peng, Zhou; CVPR 2023, "Boundary Unlearning"), the CaMU paper's
-"Boundary" baseline, for class removal only. Implemented as in the SalUn codebase
-(github.com/OPTML-Group/Unlearn-Saliency, Classification/unlearn/boundary_sh.py and boundary_ex.py):
+"Boundary" baseline, for class removal only, as the authors' code runs it (boundary_unlearning.py and
+main.py of the authors' release, read at github.com/TY-LEE-KR/Boundary-Unlearning-Code@19f9f23, a mirror
+of their Dropbox archive):
 
 - ``boundary_shrink``: each forget image is pushed across the nearest decision boundary of the frozen
-  original by one FGSM step of ``bound`` in pixel units (clamped to [0, 1] and rounded to 1/255, as the
-  reference), and the model is trained to predict the class the original gives the perturbed image:
+  original by one FGSM step of ``bound`` in pixel units (clamped to [0, 1] and rounded to 1/255), and the
+  model is trained to predict the class the original gives the perturbed image:
   L = CE(f(x_f), argmax f0(x_f + bound * sign(grad_x CE(f0(x_f), y_f)))).
-- ``boundary_expanding``: the output layer gets one extra "shadow" class, the model is trained to put
-  every forget image there, L = CE(f'(x_f), K), and the shadow output is then removed (as the paper
-  prunes it; the SalUn code keeps the expanded head, which leaves a K+1-way model: a documented
-  difference), so the unlearned model has the original's architecture.
+- ``boundary_expanding``: the output layer gets one extra "shadow" class (weight xavier-normal, bias 0,
+  as the authors' ``init_params``), the model is trained to put every forget image there,
+  L = CE(f'(x_f), K), and the shadow output is then pruned, so the unlearned model has the original's
+  architecture.
 
-Reference defaults: SGD lr 1e-5, momentum 0.9, weight decay 5e-4, 10 epochs, batch 256, bound 0.1.
+Settings (both families; the authors publish one, for CIFAR-10): SGD lr 1e-5, momentum 0.9, no weight
+decay, 10 epochs over D_f at batch 64, bound 0.1. Differences from the SalUn re-implementation
+(Unlearn-Saliency Classification/unlearn/boundary_sh.py, boundary_ex.py), which this follows for the
+loss but not the regime: there batch 256 and weight decay 5e-4 (its shared defaults), a shadow row with
+PyTorch's default initialisation, and no pruning (a K+1-way model). The authors' FGSM un-normalises with
+mismatched constants (a bug); here the step is taken in true pixel units.
 Search space: lr in [1e-7, 1e-2] (log), epochs in [1, 15] (shrink also bound in [0.01, 0.3]).
 """
 
@@ -24,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from camu.methods.base import METHODS, UnlearningMethod, UnlearnContext, frozen_copy
+from camu.methods.base import METHODS, Preset, UnlearnContext, UnlearningMethod, for_families, frozen_copy
 from camu.methods.common import TAG_FORGET, OptimParams, passes
 from camu.runtime import autocast
 
@@ -32,17 +38,25 @@ if TYPE_CHECKING:
     from camu.loop import Run
 
 CLASS_REMOVAL = ("classes",)
-REFERENCE = {"lr": 1e-5, "epochs": 10, "batch_size": 256}
+REFERENCE = {"lr": 1e-5, "epochs": 10, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0}
+SOURCE = ("Boundary Unlearning authors' code (github.com/TY-LEE-KR/Boundary-Unlearning-Code@19f9f23, a mirror): "
+          "main.py (batch 64), boundary_unlearning.py (SGD lr 1e-5, momentum 0.9, no weight decay, 10 epochs, "
+          "bound 0.1; expanding: models.init_params xavier-normal, zero bias, pruned after)")
+NOTE = "the authors publish CIFAR-10 settings only; the mnist family uses them too"
 SPACE = {"lr": {"loguniform": [1.0e-7, 1.0e-2]}, "epochs": {"randint": [1, 15]}}
 
 
 class BoundaryShrinkParams(OptimParams):
     lr: float = Field(1e-5, gt=0, le=10.0, description="learning rate")
+    batch_size: int = Field(64, ge=1, le=65536, description="global batch over D_f")
+    weight_decay: float = Field(0.0, ge=0, le=1.0, description="weight decay (the authors': none)")
     bound: float = Field(0.1, gt=0, le=1, description="FGSM step in pixel units (the paper: 0.1)")
 
 
 class BoundaryExpandingParams(OptimParams):
     lr: float = Field(1e-5, gt=0, le=10.0, description="learning rate")
+    batch_size: int = Field(64, ge=1, le=65536, description="global batch over D_f")
+    weight_decay: float = Field(0.0, ge=0, le=1.0, description="weight decay (the authors': none)")
 
 
 def fgsm_neighbour_labels(f0: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float, ctx: UnlearnContext) -> torch.Tensor:
@@ -63,7 +77,8 @@ def fgsm_neighbour_labels(f0: nn.Module, x: torch.Tensor, y: torch.Tensor, bound
 @METHODS.register("boundary_shrink", "Boundary shrink: D_f relabelled with the original's FGSM-neighbour class (class removal)")
 class BoundaryShrink(UnlearningMethod):
     Params = BoundaryShrinkParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {**REFERENCE, "bound": 0.1}}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": for_families({**REFERENCE, "bound": 0.1}, SOURCE,
+                                                                              NOTE)}
     space: ClassVar[dict[str, Any]] = {**SPACE, "bound": {"uniform": [0.01, 0.3]}}
     scenario_kinds = CLASS_REMOVAL
 
@@ -96,9 +111,13 @@ def output_layer(model: nn.Module, num_classes: int) -> tuple[nn.Module, str, nn
 
 
 def _resized(layer: nn.Linear, outputs: int) -> nn.Linear:
-    """A copy of ``layer`` with ``outputs`` rows: the first ones copied, any new one freshly initialised."""
+    """A copy of ``layer`` with ``outputs`` rows: the first ones copied, any new one xavier-normal with a
+    zero bias (the authors' ``init_params``)."""
     new = nn.Linear(layer.in_features, outputs, bias=layer.bias is not None, device=layer.weight.device,
                     dtype=layer.weight.dtype)
+    nn.init.xavier_normal_(new.weight)
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
     keep = min(outputs, layer.out_features)
     with torch.no_grad():
         new.weight[:keep] = layer.weight[:keep]
@@ -110,7 +129,7 @@ def _resized(layer: nn.Linear, outputs: int) -> nn.Linear:
 @METHODS.register("boundary_expanding", "Boundary expanding: D_f pushed into an extra shadow class, then pruned (class removal)")
 class BoundaryExpanding(UnlearningMethod):
     Params = BoundaryExpandingParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": dict(REFERENCE)}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": for_families(REFERENCE, SOURCE, NOTE)}
     space: ClassVar[dict[str, Any]] = dict(SPACE)
     scenario_kinds = CLASS_REMOVAL
 

@@ -1,5 +1,5 @@
 """CaMU, Causal Machine Unlearning (Shen, Zhang, Bialkowski, Chen, Xu; SDM 2024, arXiv 2401.17504;
-reference code github.com/ShaofeiShen768/CaMU), as described in shared/docs/camu-method.md.
+reference code github.com/ShaofeiShen768/CaMU@987b41a), as described in shared/docs/camu-method.md.
 
 Each step takes a batch of B counterfactual tuples (x_f, x_cf, y_cf) and an independent batch of
 B partner-pool samples (x_s, y_s), then
@@ -41,7 +41,16 @@ from camu.counterfactual import (
     soft_targets,
 )
 from camu.losses import cross_entropy_each, kl_sum
-from camu.methods.base import METHODS, MethodError, MethodParams, UnlearningMethod, UnlearnContext, frozen_copy
+from camu.methods.base import (
+    METHODS,
+    MethodError,
+    MethodParams,
+    Preset,
+    Setting,
+    UnlearnContext,
+    UnlearningMethod,
+    frozen_copy,
+)
 from camu.models import has_batch_norm
 from camu.runtime import autocast, place_input
 
@@ -96,19 +105,24 @@ OFFICIAL_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 MNIST_FAMILY = {"mnist", "fashion_mnist", "digits", "synthetic"}
+OFFICIAL_SOURCE = ("github.com/ShaofeiShen768/CaMU@987b41a, CaMU/config.py (KL_LR = lr_rep, IMPAIR_LR = lr_out, "
+                   "IMPAIR_EPOCHS) and CaMU/remove.py (two Adam optimizers, weight decay 1e-4)")
 
 
-def dataset_family(dataset: str) -> str:
-    """The official code's two settings: MNIST-like (the paper's CNN) or CIFAR-like (ResNet)."""
+def usual_family(dataset: str) -> str:
+    """The family of the model a dataset is usually unlearned with (MNIST-like: the paper's CNN; otherwise
+    a ResNet). Jobs take the family from their model (``camu.models.model_family``); this default serves
+    direct calls of ``official_params`` that name only a dataset."""
     return "mnist" if dataset in MNIST_FAMILY else "cifar"
 
 
 def official_params(dataset: str, scenario_kind: str, family: str | None = None) -> CamuParams:
-    """The official configuration for a dataset family (default: ``dataset``'s) and scenario (class
-    removal vs the rest)."""
+    """The official configuration for a model family (default: ``usual_family(dataset)``) and scenario
+    (class removal vs the rest). The noise is in the dataset's pixel units, so a one-channel dataset
+    takes the mean of the CIFAR per-channel scale."""
     kind = "class" if scenario_kind == "classes" else "random"
     extra: dict[str, Any] = {"forget_repeat": 10} if dataset == "cifar100" and kind == "class" else {}
-    settings = dict(OFFICIAL_SETTINGS[(family or dataset_family(dataset), kind)])
+    settings = dict(OFFICIAL_SETTINGS[(family or usual_family(dataset), kind)])
     if isinstance(settings["noise_scale"], list) and dataset in MNIST_FAMILY:  # one channel: the mean scale
         settings["noise_scale"] = round(sum(settings["noise_scale"]) / len(settings["noise_scale"]), 4)
     return CamuParams(**settings, **extra)
@@ -128,8 +142,9 @@ class _Targets:
 class Camu(UnlearningMethod):
     """CaMU unlearning; see the module docstring for the math and references.
 
-    Presets: ``official`` is the reference configuration of the dataset's family (MNIST-like or CIFAR-like)
-    and scenario (class removal or the rest); ``official-mnist`` / ``official-cifar`` name either family.
+    Presets: ``official`` is the reference configuration of the model's family (the paper's CNN: MNIST-like;
+    a ResNet: CIFAR-like) and scenario (class removal or the rest); ``official-mnist`` /
+    ``official-cifar`` name either family.
     """
 
     Params = CamuParams
@@ -144,15 +159,16 @@ class Camu(UnlearningMethod):
         "mix": {"uniform": [0.0, 0.5]},
     }
 
-    def preset_names(self, dataset: str, scenario_kind: str) -> list[str]:
-        own = f"official-{dataset_family(dataset)}"
+    def preset_names(self, setting: Setting) -> list[str]:
+        own = f"official-{setting.family}"
         return ["official"] + [n for n in ("official-mnist", "official-cifar") if n != own]
 
-    def preset(self, name: str, dataset: str, scenario_kind: str) -> dict[str, Any]:
-        families = {"official": dataset_family(dataset), "official-mnist": "mnist", "official-cifar": "cifar"}
+    def preset_entry(self, name: str, setting: Setting) -> Preset:
+        families = {"official": setting.family, "official-mnist": "mnist", "official-cifar": "cifar"}
         if name not in families:
             raise MethodError(f"unknown preset {name!r}; presets: official, official-mnist, official-cifar")
-        return official_params(dataset, scenario_kind, families[name]).model_dump()
+        values = official_params(setting.dataset, setting.scenario_kind, families[name]).model_dump()
+        return Preset(values, OFFICIAL_SOURCE)
 
     def optimizers(self, model: nn.Module, params: CamuParams) -> dict[str, torch.optim.Optimizer]:  # type: ignore[override]
         # Two Adam optimizers on the same parameters, as the official code: [1] representation, [2] output.

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from camu.loop import Run
 
 # Tags of the per-epoch generators (data order, random labels...), so that streams never collide.
-TAG_RETAIN, TAG_FORGET, TAG_LABELS, TAG_SUBSET = 11, 12, 13, 14
+TAG_RETAIN, TAG_FORGET, TAG_LABELS, TAG_SUBSET, TAG_MIXED = 11, 12, 13, 14, 15
 
 
 class OptimParams(MethodParams):

@@ -1,5 +1,5 @@
 """l1-sparse unlearning (Jia, Liu, Ram, Yao, Liu, Liu, Sharma, Liu; NeurIPS 2023, "Model Sparsity Can
-Simplify Machine Unlearning"; reference code github.com/OPTML-Group/Unlearn-Sparse, ``FT_l1`` in
+Simplify Machine Unlearning"; reference code github.com/OPTML-Group/Unlearn-Sparse@80ba55d, ``FT_l1`` in
 unlearn/FT.py, also in Unlearn-Saliency): fine-tuning on D_r with an l1 penalty on all weights whose
 weight decays linearly to 0 over the epochs,
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from pydantic import Field
 
-from camu.methods.base import METHODS, UnlearningMethod
+from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families
 from camu.methods.common import TAG_RETAIN, OptimParams, cross_entropy_pass
 
 if TYPE_CHECKING:
@@ -35,11 +35,15 @@ def l1_weight(alpha: float, epoch: int, epochs: int, no_l1_epochs: int) -> float
     return alpha * (1 - epoch / active) if epoch < active else 0.0
 
 
+SOURCE = ("github.com/OPTML-Group/Unlearn-Sparse@80ba55d, unlearn/FT.py (FT_l1) and the README's l1-sparse "
+          "command")
+
+
 @METHODS.register("l1_sparse", "l1-sparse: fine-tuning on D_r with a decaying l1 penalty (Jia et al. 2023)")
 class L1Sparse(UnlearningMethod):
     Params = L1SparseParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"alpha": 5e-4, "lr": 0.01, "epochs": 10,
-                                                                  "batch_size": 256}}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {
+        "reference": for_families({"alpha": 5e-4, "lr": 0.01, "epochs": 10, "batch_size": 256}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"alpha": {"loguniform": [1.0e-6, 1.0e-3]}, "lr": {"loguniform": [1.0e-4, 1.0e-1]},
                                        "epochs": {"randint": [1, 10]}}
 

@@ -1,5 +1,5 @@
 """NegGrad (GA), gradient ascent on D_f. Reference: Thudi et al. 2022 / Golatkar et al. 2020 as run in
-Unlearn-Sparse and SalUn (github.com/OPTML-Group/Unlearn-Saliency, Classification/unlearn/GA.py: SGD
+Unlearn-Sparse and SalUn (github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/unlearn/GA.py: SGD
 lr 1e-4, momentum 0.9, weight decay 5e-4, 5 epochs, batch 256).
 
 Loss per step on a batch of D_f: -CE(f(x_f), y_f).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from camu.methods.base import METHODS, UnlearningMethod
+from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families
 from camu.methods.common import TAG_FORGET, OptimParams, cross_entropy_pass
 
 if TYPE_CHECKING:
@@ -21,10 +21,15 @@ class NegGradParams(OptimParams):
     """SGD gradient ascent on D_f."""
 
 
+SOURCE = ("github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/unlearn/GA.py and the README's "
+          "GA command")
+
+
 @METHODS.register("neggrad", "NegGrad: gradient ascent on D_f")
 class NegGrad(UnlearningMethod):
     Params = NegGradParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 1e-4, "epochs": 5, "batch_size": 256}}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {
+        "reference": for_families({"lr": 1e-4, "epochs": 5, "batch_size": 256}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-2]}, "epochs": {"randint": [1, 10]}}
 
     def epoch(self, run: Run, params: NegGradParams, epoch: int) -> None:  # type: ignore[override]

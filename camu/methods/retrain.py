@@ -9,12 +9,19 @@ No search space: it is the target the other methods are judged against.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
 
-from camu.methods.base import METHODS, UnlearningMethod, UnlearnContext, reinitialised_copy
+from camu.methods.base import (
+    METHODS,
+    Preset,
+    UnlearnContext,
+    UnlearningMethod,
+    for_families,
+    reinitialised_copy,
+)
 from camu.methods.common import TAG_RETAIN, OptimParams, cross_entropy_pass
 
 if TYPE_CHECKING:
@@ -32,7 +39,7 @@ class RetrainParams(OptimParams):
 @METHODS.register("retrain", "Retrain from scratch on D_r (in a job: the cached oracle, never trained twice)")
 class Retrain(UnlearningMethod):
     Params = RetrainParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"recipe": {}}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {"recipe": for_families({}, "the job's original.recipe (the oracle is trained with it)")}
     reuses_oracle = True
 
     def adapt(self, model: nn.Module, ctx: UnlearnContext, params: RetrainParams) -> nn.Module:  # type: ignore[override]

@@ -1,5 +1,5 @@
 """SalUn, saliency unlearning (Fan, Liu, Zhang, Wong, Wei, Liu; ICLR 2024; reference code
-github.com/OPTML-Group/Unlearn-Saliency, Classification/generate_mask.py and unlearn/RL.py): random-label
+github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/generate_mask.py and unlearn/RL.py): random-label
 unlearning restricted to the salient weights.
 
 Saliency: g = |sum over D_f batches of grad_theta(-CE(f(x_f), y_f))| at the original weights (model in
@@ -8,7 +8,12 @@ g (reference: ``with_0.5.pt``, half of them). Unlearning: the RL epoch (``random
 gradient multiplied by the mask before the optimizer step, and the unmasked weights put back to their
 values before the step (the reference's ``_restore_masked_params``, which also zeroes their momentum):
 only salient weights ever move. Reference run (CIFAR-10, 10% random): lr 0.013, 10 epochs, batch 256,
-SGD momentum 0.9, weight decay 5e-4.
+SGD momentum 0.9, weight decay 5e-4; the RL schedule as ``random_label`` (two passes below 100 classes,
+one mixed pass from 100, as RL.py for CIFAR-10 vs CIFAR-100 / TinyImageNet).
+Which code: this follows Unlearn-Saliency@a6e89fd (2026-02-28, "Fix weight decay (#33)"), whose
+``_restore_masked_params`` puts the unmasked weights back after every step. The published SalUn numbers
+came from the code before that fix, where only the gradient was masked and SGD's weight decay and
+momentum still moved the "frozen" weights; results at the same settings can differ from the paper's.
 Search space: lr in [1e-4, 1e-1] (log), epochs in [1, 10], mask_ratio in [0.1, 0.9].
 """
 
@@ -21,16 +26,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, UnlearningMethod
-from camu.methods.common import TAG_FORGET, OptimParams, passes
-from camu.methods.random_label import random_label_pass
+from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families
+from camu.methods.common import TAG_FORGET, passes
+from camu.methods.random_label import RandomLabelParams, random_label_pass, resolved_schedule
 from camu.runtime import eval_mode
 
 if TYPE_CHECKING:
     from camu.loop import Run
 
 
-class SalUnParams(OptimParams):
+class SalUnParams(RandomLabelParams):
     lr: float = Field(0.013, gt=0, le=10.0, description="learning rate")
     mask_ratio: float = Field(0.5, gt=0, le=1, description="fraction of all weights, by forget-loss gradient "
                                                            "saliency, that unlearning may change")
@@ -83,11 +88,15 @@ class _KeepUnsalient:
                 state["momentum_buffer"].mul_(keep)
 
 
+SOURCE = ("github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/generate_mask.py and "
+          "unlearn/RL.py (README: lr 0.013, 10 epochs, mask with_0.5.pt)")
+
+
 @METHODS.register("salun", "SalUn: random labels on the weights with the largest forget-loss gradient saliency")
 class SalUn(UnlearningMethod):
     Params = SalUnParams
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"reference": {"lr": 0.013, "epochs": 10, "batch_size": 256,
-                                                                  "mask_ratio": 0.5}}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {
+        "reference": for_families({"lr": 0.013, "epochs": 10, "batch_size": 256, "mask_ratio": 0.5}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]},
                                        "mask_ratio": {"uniform": [0.1, 0.9]}}
 
@@ -107,4 +116,5 @@ class SalUn(UnlearningMethod):
         self.keeper.frozen = {name: original[name].detach().to(run.device).clone() for name in self.mask}
 
     def epoch(self, run: Run, params: SalUnParams, epoch: int) -> None:  # type: ignore[override]
-        random_label_pass(run, params, grad_mask=self.mask)
+        random_label_pass(run, params, grad_mask=self.mask,
+                          schedule=resolved_schedule(params.schedule, run.ctx.data.num_classes))

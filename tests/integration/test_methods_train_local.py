@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from camu.methods.base import Setting
 from camu import METHODS, TrainRecipe, build_model, load_dataset, make_split, save_split, train_classifier
 from camu.weights import save_weights
 from orchestrator.launch import make_trainer
@@ -46,7 +47,7 @@ def shared(tmp_path_factory):
 def test_one_epoch_in_train_local_mode(name, shared):
     tmp, tracker, experiment, worker = shared
     method = METHODS.get(name)()
-    params = method.preset(method.preset_names("digits", "classes")[0], "digits", "classes")
+    params = method.preset(method.preset_names(Setting("mnist", "digits", "classes"))[0], Setting("mnist", "digits", "classes"))
     params = {**params, **({"epochs": 1} if "epochs" in params else {})}
     run_id = tracker.find_or_create_run(experiment, name, {}, key=name)
     config = TrialConfig(worker=worker, method=name, params=params, run_id=run_id, out_dir=str(tmp / name))

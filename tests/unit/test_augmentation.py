@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
+from camu.methods.base import Setting
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
 from camu.data.datasets import IMAGENET_MEAN, IMAGENET_STD, CifarOptions, cifar_data
@@ -90,12 +91,36 @@ def test_cifar_settings(setting):
         expected = F.interpolate((pixels - mean) / std, size=(224, 224), mode="bilinear", align_corners=False)
         assert torch.allclose(x, expected, atol=1e-4)
         assert torch.allclose(data.to_pixels(data.test.images[:4]), pixels, atol=1e-5)
-    else:
-        assert x.shape == (4, 3, 32, 32) and not data.augmented
+    else:  # 32 px, CIFAR's normalisation, pad crops + flips on training batches
+        assert x.shape == (4, 3, 32, 32) and data.augmented and data.train.view.kind == "pad_crop"
         assert torch.allclose(data.to_pixels(x), pixels, atol=1e-5)
-    overridden = cifar_data("cifar10", CifarOptions(root=Path("u"), setting=setting, augment=setting == "fast"),
+    overridden = cifar_data("cifar10", CifarOptions(root=Path("u"), setting=setting, augment=False),
                             train, test, [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
-    assert overridden.augmented == (setting == "fast")
+    assert not overridden.augmented
+
+
+def test_fast_cifar_pad_crop_is_random_crop_32_padding_4_with_black_padding_and_flip():
+    """Against torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip written out: zero-pad the
+    pixel image by 4, take the 32x32 window at the drawn offset, flip; then normalise."""
+    train, test = fake_cifar()
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    data = cifar_data("cifar10", CifarOptions(root=Path("unused")), train, test, [str(i) for i in range(10)], mean, std)
+    view = data.train.view
+    crops = view.draw(20, torch.Generator().manual_seed(3))
+    x = data.train.fetch(torch.arange(20), CPU, crops)
+    pixels = train[0].permute(0, 3, 1, 2).float() / 255
+    padded = F.pad(pixels, (4, 4, 4, 4), value=0.0)  # black
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    for i in range(20):
+        ox, oy = int(round(float(crops[i, 0]) * 32)) + 4, int(round(float(crops[i, 1]) * 32)) + 4
+        assert 0 <= ox <= 8 and 0 <= oy <= 8
+        window = padded[i, :, oy: oy + 32, ox: ox + 32]
+        if crops[i, 4] > 0.5:
+            window = window.flip(-1)
+        assert torch.allclose(x[i], (window - m) / s, atol=1e-4), i
+    many = view.draw(20000, torch.Generator().manual_seed(0))
+    offsets = (many[:, :2] * 32).round()
+    assert set(offsets.unique().tolist()) == set(range(-4, 5)) and 0.48 < many[:, 4].mean() < 0.52
 
 
 @pytest.mark.parametrize("in_memory", [False, True], ids=["decoded-per-pass", "in-memory"])
@@ -202,7 +227,7 @@ def test_camu_x_f_and_x_cf_keep_one_draw():
 def test_every_method_resumes_to_the_same_weights_on_augmented_data(name):
     data, original, split = augmented_setup()
     method = METHODS.get(name)()
-    params = method.preset(method.preset_names("synthetic", "classes")[0], "synthetic", "classes")
+    params = method.preset(method.preset_names(Setting("mnist", "synthetic", "classes"))[0], Setting("mnist", "synthetic", "classes"))
     params = {**params, **{k: v for k, v in {"epochs": 2, "batch_size": 32, "forget_batch_size": 16}.items()
                            if k in params}}
     states = []

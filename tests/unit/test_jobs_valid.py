@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from orchestrator.methods import base_params, search_space
+from orchestrator.methods import base_params, search_space, setting
 from orchestrator.validate import check_job
 from tests.conftest import MNIST10K
 
@@ -55,7 +55,7 @@ def test_job_validates(path, tmp_path):
     assert spec.name == path.stem
     for scenario in spec.scenarios:
         for method in spec.methods:  # every method resolves to a complete configuration on every scenario
-            params = base_params(method, spec.dataset.name, scenario.kind)
+            params = base_params(method, setting(spec.model.name, spec.dataset.name, scenario.kind))
             assert params and set(search_space(method)) <= set(params), (method.name, scenario.name)
     if with_data:
         assert set(job.splits) == {(s.name, seed) for s in spec.scenarios for seed in spec.seeds}

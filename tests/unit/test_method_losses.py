@@ -65,7 +65,7 @@ def test_neggrad_is_negative_cross_entropy_on_the_forget_set(toy):
 def test_neggrad_plus_mixes_descent_on_retained_and_ascent_on_forgotten(toy):
     alpha = 0.8
     expected = alpha * ce(toy["f0"], toy["xr"], toy["yr"]) - (1 - alpha) * ce(toy["f0"], toy["xf"], toy["yf"])
-    assert first("neggrad_plus", toy, batch_size=ALL, alpha=alpha)["loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert first("neggrad_plus", toy, batch_size=ALL, forget_batch_size=ALL, alpha=alpha)["loss"][0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_l1_sparse_adds_the_l1_norm_of_all_weights(toy):

@@ -9,6 +9,8 @@ import copy
 import pytest
 import torch
 
+from camu.methods.base import Setting
+from camu.models import FAMILIES
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
 from camu.methods import METHODS, UnlearnContext, check_applicable, run_method
@@ -35,7 +37,7 @@ def setup():
 def fast_params(name: str) -> dict:
     """The method's default preset, shortened to 2 epochs with small batches."""
     method = METHODS.get(name)()
-    params = method.preset(method.preset_names("synthetic", "classes")[0], "synthetic", "classes")
+    params = method.preset(method.preset_names(Setting("mnist", "synthetic", "classes"))[0], Setting("mnist", "synthetic", "classes"))
     return {**params, **{k: v for k, v in FAST.items() if k in params}}
 
 
@@ -84,7 +86,8 @@ def test_registry_contract():
     for name in BUILTIN:
         cls, description = METHODS.get(name), METHODS.describe()[name]
         assert description and "(" not in description[:1], name  # a sentence, not a signature
-        assert cls().preset_names("mnist", "classes"), f"{name} has no preset"
+        for family in FAMILIES:
+            assert cls().preset_names(Setting(family, "mnist", "classes")), f"{name} has no {family} preset"
         assert space_errors("s", name, cls.Params, cls.space) == [], f"{name}'s documented space is invalid"
 
 

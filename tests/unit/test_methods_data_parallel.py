@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from camu.methods.base import Setting
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
 from camu.methods import METHODS, UnlearnContext, run_method
@@ -35,7 +36,7 @@ def _setup():
 
 def _params(name: str) -> dict:
     method = METHODS.get(name)()
-    params = method.preset(method.preset_names("synthetic", "classes")[0], "synthetic", "classes")
+    params = method.preset(method.preset_names(Setting("mnist", "synthetic", "classes"))[0], Setting("mnist", "synthetic", "classes"))
     fast = {"epochs": 2, "batch_size": 32, "forget_batch_size": 16}
     return {**params, **{k: v for k, v in fast.items() if k in params}}
 
