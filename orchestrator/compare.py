@@ -60,7 +60,8 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
     at = setting(job.model.name, job.dataset.name, sc.kind,
                  None if job.original.uri else job.original.oracle_recipe.model_dump())
     params = base_params(spec, at)
-    extras = other_presets(spec, at)
+    # the other presets are candidates of a search; a method with an empty space runs its preset alone
+    extras = other_presets(spec, at) if search_space(spec) else []
     label = preset_name(spec, at) or "parameter defaults"
     stage(4, f"{spec.name} on {sc.name}: preset '{label}' on {len(refs)} seed(s), {len(extras)} other preset(s) and "
              f"{job.sweep.num_samples} sweep trial(s) on seed {refs[0].seed}")

@@ -41,3 +41,30 @@ def test_compare_runs_a_method_only_on_its_seeds(monkeypatch):
     refs = [SimpleNamespace(seed=s) for s in spec.seeds]
     compare.compare_method(ctx, spec.scenarios[0], spec.methods[0], refs, "child", [])
     assert sorted(set(seen)) == [1, 3]
+
+
+@pytest.mark.parametrize("space, trials", [({}, ["preset"]), (None, ["preset", "preset-official-cifar"])])
+def test_an_empty_space_runs_the_preset_alone(monkeypatch, space, trials):
+    """``sweep: {space: {}}`` is "the preset alone" (README): CaMU's other family's preset is a candidate of a
+    search, so it runs only when there is one."""
+    from types import SimpleNamespace
+
+    import orchestrator.compare as compare
+
+    method = {"name": "camu", **({"sweep": {"space": space}} if space is not None else {})}
+    spec = JobSpec.model_validate({**BASE, "seeds": [0], "sweep": {"num_samples": 0}, "methods": [method]})
+    seen = []
+
+    def run(c, params, trial, scenario, method, rows):
+        seen.append(trial)
+        rows.append({"scenario": scenario, "method": method, "trial_id": trial, "seed": c.seed, "objective": 1.0,
+                     "status": "finished"})
+        return 1.0
+
+    monkeypatch.setattr(compare, "_context", lambda ctx, sc, method, ref, child, params: SimpleNamespace(seed=ref.seed))
+    monkeypatch.setattr(compare, "_run", run)
+    monkeypatch.setattr(compare, "_sweep", lambda *a: [])
+    monkeypatch.setattr(compare, "_retain", lambda *a: None)
+    compare.compare_method(SimpleNamespace(spec=spec), spec.scenarios[0], spec.methods[0],
+                           [SimpleNamespace(seed=0)], "child", [])
+    assert sorted(set(seen)) == trials
