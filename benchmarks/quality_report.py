@@ -30,6 +30,7 @@ from camu import (
     train_classifier,
 )
 from camu.methods import UnlearnContext, run_method
+from camu.models import model_family
 from camu.runtime import resolve_device
 
 SCENARIOS = {"class0": ("classes", {"classes": [0]}), "random10": ("random", {"fraction": 0.1})}
@@ -67,7 +68,7 @@ def main() -> None:
         forget, retain = forget_indices(split), retain_indices(split)
         oracle, oracle_s = train(retain)
         ctx = UnlearnContext(original, data, forget, retain, device, seed=args.seed)
-        params = official_params(args.dataset, kind)
+        params = official_params(args.dataset, kind, model_family(args.model))
         if args.noise_scale is not None:
             params = params.model_copy(update={"noise_scale": args.noise_scale})
         result = run_method("camu", params, ctx)

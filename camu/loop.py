@@ -10,8 +10,10 @@ the same everywhere:
   and gradients averaged over the group (``sync_gradients``), so W workers at global batch B compute
   exactly what one worker computes (the gradient of the global mean), whatever the share sizes;
 - on augmented data (``ImageData.augmented``) every training batch gets the epoch's per-sample draw of
-  random resized crops + flips, indexed by sample so that it does not depend on the world size;
-- on CUDA every forward runs under bf16 autocast with channels_last inputs;
+  the view's augmentation (random resized crops or pad crops, + flips), indexed by sample so that it
+  does not depend on the world size;
+- on CUDA every forward runs under bf16 autocast (unless the job's precision is fp32) with channels_last
+  inputs;
 - per-step losses stay on the device and cross the group and the host once per epoch.
 """
 

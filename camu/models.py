@@ -33,7 +33,11 @@ class ModelEntry:
     options: type[ModelOptions]
     build: Callable[[ModelOptions, int, int, tuple[int, int]], nn.Module]
     description: str
-    family: str  # which references' settings apply to it: one of FAMILIES
+    family: str = "cifar"  # which references' settings apply to it (FAMILIES): mnist for small CNNs
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"model family {self.family!r} is not one of {', '.join(FAMILIES)}")
 
 
 MODELS: Registry[ModelEntry] = Registry("model")

@@ -72,7 +72,7 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
                      resume_state: dict[str, Any] | None = None, sync_batchnorm: bool = True,
                      on_step: StepCallback | None = None) -> TrainStats:
     """Train ``model`` in place with the recipe's optimizer on ``source[indices]``; returns per-epoch mean losses.
-    An augmented source (``source.view.augment``) gets fresh random resized crops + flips every epoch.
+    An augmented source (``source.view.augment``) gets a fresh draw of its view's augmentation every epoch.
 
     ``on_epoch(epoch, metrics, state)`` receives a resumable state (model, optimizer, epoch).
     ``on_step(step, model)`` is called after every optimizer step, with the number of steps this call

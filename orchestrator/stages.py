@@ -89,6 +89,20 @@ def data_config(spec: JobSpec) -> dict[str, Any]:
             "device": "cpu" if spec.device == "cpu" else "auto", "precision": spec.resources.precision}
 
 
+def training_key_fields(spec: JobSpec, data: ImageData | None) -> dict[str, Any]:
+    """What of the training regime enters a trained model's cache key besides dataset, model and indices:
+    the recipe (its optimizer fields only when not the default), fp32 on GPU, and the pad-crop view of
+    the fast CIFAR setting (augmented since it exists: models trained before it were not). Defaults add
+    nothing, so models cached before these settings existed keep their keys."""
+    keyed = spec.original.oracle_recipe.key_fields()
+    if spec.resources.precision != "bf16" and spec.device != "cpu":  # on CPU both compute in fp32
+        keyed["precision"] = spec.resources.precision
+    view = data.train.view if data is not None else None
+    if view is not None and view.augment and view.kind == "pad_crop":
+        keyed["view"] = view.kind
+    return keyed
+
+
 def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.Tensor, label: str,
                 explicit: bool = False) -> Stage:
     """Train (or fetch from the cache) the original, an oracle or (``explicit``: on exactly ``indices``)
@@ -100,11 +114,7 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     spec, tracker = ctx.spec, ctx.tracker
     recipe = spec.original.oracle_recipe.model_dump()
     base = data_config(spec)
-    # fp32 models are other models; bf16 (the default) keeps the keys it always had
-    keyed = spec.original.oracle_recipe.key_fields()
-    if base["precision"] != "bf16":
-        keyed["precision"] = base["precision"]
-    key = model_key(role, base["dataset"], base["model"], keyed, indices)
+    key = model_key(role, base["dataset"], base["model"], training_key_fields(spec, ctx.checked.data), indices)
     run_key = f"model:{key}"
     tags = {"camu.role": role, "camu.job": spec.name, "camu.cache_key": key, "camu.method": role, **ctx.run_tags}
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from camu.methods import METHODS
 from camu.methods.common import TAG_FORGET, OptimParams, cross_entropy_pass
-from camu.methods.base import UnlearningMethod
+from camu.methods.base import Preset, UnlearningMethod, for_families
 
 
 class ThrowawayParams(OptimParams):
@@ -24,7 +24,8 @@ if "throwaway" not in METHODS:  # the test process may import it twice (as a plu
         """Search space: lr in [1e-3, 1e-1]."""
 
         Params = ThrowawayParams
-        presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"lr": 0.05, "epochs": 2}}
+        presets: ClassVar[dict[str, dict[str, Preset]]] = {
+            "tiny": for_families({"lr": 0.05, "epochs": 2}, "github.com/example/throwaway@0000000, unlearn.py")}
         space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-3, 1.0e-1]}}
 
         def epoch(self, run, params, epoch):  # noqa: ANN001, ANN201

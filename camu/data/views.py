@@ -38,8 +38,8 @@ ATTEMPTS = 10    # torchvision's RandomResizedCrop tries 10 boxes before falling
 class ImageView:
     """The view of one split: output ``size`` (None: as stored), the side fraction of the centred box
     the evaluation view keeps (``eval_crop``, e.g. 224/256 for ImageNet-style evaluation), and whether
-    training batches are augmented with random resized crops (area ``scale``, aspect ``ratio``) and
-    horizontal flips."""
+    training batches are augmented (``kind``): random resized crops (area ``scale``, aspect ``ratio``), or
+    pad crops (shifts of up to ``pad`` pixels with ``fill`` outside), each with horizontal flips."""
 
     size: tuple[int, int] | None = None
     eval_crop: float = 1.0

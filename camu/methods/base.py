@@ -133,6 +133,24 @@ class UnlearningMethod:
     reuses_oracle: ClassVar[bool] = False
     deviations: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Presets written as plain values (``{name: {param: value}}``, the shape before model families)
+        serve every family, with their source unknown; anything else must be family -> ``Preset``."""
+        super().__init_subclass__(**kwargs)
+        presets = cls.__dict__.get("presets")
+        if not presets:
+            return
+        shaped: dict[str, dict[str, Preset]] = {}
+        for name, entry in presets.items():
+            if isinstance(entry, dict) and entry and all(isinstance(v, Preset) for v in entry.values()):
+                shaped[name] = entry
+            elif isinstance(entry, dict) and not any(isinstance(v, Preset) for v in entry.values()):
+                shaped[name] = for_families(entry, f"{cls.__module__}.{cls.__name__} (source not given)")
+            else:
+                raise TypeError(f"{cls.__name__}.presets[{name!r}] mixes Preset entries and plain values; write "
+                                f"family -> Preset (or for_families(values, source))")
+        cls.presets = shaped
+
     # ------------------------------------------------------------------ what a method may override
     def preset_names(self, setting: Setting) -> list[str]:
         """The presets published for ``setting``'s family; the first is the default."""

@@ -65,6 +65,9 @@ class NegGradPlus(UnlearningMethod):
     space: ClassVar[dict[str, Any]] = {"alpha": {"choice": [0.9, 0.95, 0.99, 0.999, 0.9999]},
                                        "lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]}}
 
+    deviations = ("D_f batches are reshuffled on every cycle; the reference's itertools.cycle replays its first "
+                  "pass in the same order",)
+
     def prepare(self, run: Run, params: NegGradPlusParams) -> None:  # type: ignore[override]
         # theta_0: the original's weights (also after a resume, when the trainable copy has moved)
         self.theta0 = [p.detach().to(run.device).clone() for p in run.ctx.original.parameters()] if params.pull else []
@@ -89,7 +92,9 @@ class NegGradPlus(UnlearningMethod):
 
 
 def _cycle(run: Run, indices: torch.Tensor, batch_size: int):  # noqa: ANN202 - an endless iterator
-    """Passes over ``indices`` one after the other, each freshly shuffled (itertools.cycle of a loader)."""
+    """Passes over ``indices`` one after the other, each freshly shuffled. The reference cycles its loader
+    with ``itertools.cycle``, which replays the first pass's batches in the same order (a kept deviation,
+    listed in ``deviations``)."""
     round_ = 0
     while True:
         yield from passes(run, indices, batch_size, TAG_FORGET * 1000 + round_)

@@ -64,7 +64,10 @@ class UnrollingSGD(UnlearningMethod):
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-1]}, "scale": {"randint": [1, 50]}}
     lr_fields = ()  # lr is the original's training lr: data parallelism of the unlearning does not change it
     needs_initial = True
-    deviations = ("the CaMU paper applies it to an Adam-trained original; jobs must opt in with "
+    deviations = ("refuses momentum and Adam originals by default although the reference's own verification scripts "
+                  "train with SGD momentum 0.9 and apply it anyway (Correlation_PRS.py): the derivation is for plain "
+                  "SGD, and accept_non_sgd_original: true applies it to any original",
+                  "the CaMU paper applies it to an Adam-trained original; jobs must opt in with "
                   "accept_non_sgd_original: true (no derivation for Adam; on mnist10k written as an image folder, class "
                   "removal, it cost 8.1 points of RA, on the idx files 0.5)",)
 

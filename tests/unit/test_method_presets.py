@@ -144,3 +144,53 @@ def test_precision_setting():
             set_precision("fp16")
     finally:
         set_precision("bf16")
+
+
+def test_presets_in_the_plain_shape_serve_every_family_and_mixed_shapes_are_refused():
+    from typing import ClassVar
+
+    from camu.methods import Preset, Setting, UnlearningMethod
+    from camu.methods.common import OptimParams
+
+    class Plain(UnlearningMethod):
+        Params = OptimParams
+        presets: ClassVar = {"tiny": {"lr": 0.05, "epochs": 2}}
+
+    for family in ("mnist", "cifar"):
+        at = Setting(family, "digits", "classes")
+        assert Plain().preset_names(at) == ["tiny"] and Plain().preset("tiny", at)["lr"] == 0.05
+    assert "source not given" in Plain().preset_entry("tiny", Setting("mnist", "digits", "classes")).source
+    with pytest.raises(TypeError, match="mixes Preset entries and plain values"):
+
+        class Mixed(UnlearningMethod):
+            Params = OptimParams
+            presets: ClassVar = {"bad": {"mnist": Preset({"lr": 0.1}, "x"), "lr": 0.1}}
+
+
+def test_a_model_entry_names_a_known_family():
+    from camu.models import ModelEntry, ModelOptions
+
+    assert ModelEntry(ModelOptions, lambda *a: None, "x").family == "cifar"
+    with pytest.raises(ValueError, match="not one of mnist, cifar"):
+        ModelEntry(ModelOptions, lambda *a: None, "x", "imagenet")
+
+
+def test_training_key_fields_change_only_for_new_regimes():
+    from pathlib import Path
+
+    from camu.data.datasets import CifarOptions, cifar_data
+    from orchestrator.spec import JobSpec
+    from orchestrator.stages import training_key_fields
+
+    base = {"name": "k", "dataset": {"name": "digits"}, "model": {"name": "mnist_cnn"},
+            "scenarios": [{"name": "c", "kind": "classes", "classes": [1]}]}
+    plain = training_key_fields(JobSpec.model_validate(base), load_dataset("digits"))
+    assert plain == {"epochs": 20, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "seed": 0}  # as before
+    gpu_fp32 = JobSpec.model_validate({**base, "resources": {"precision": "fp32"}})
+    assert training_key_fields(gpu_fp32, None)["precision"] == "fp32"
+    cpu_fp32 = JobSpec.model_validate({**base, "device": "cpu", "resources": {"precision": "fp32"}})
+    assert "precision" not in training_key_fields(cpu_fp32, None)
+    images = torch.zeros((4, 32, 32, 3), dtype=torch.uint8)
+    fast = cifar_data("cifar10", CifarOptions(root=Path("u")), (images, torch.arange(4)), (images, torch.arange(4)),
+                      [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
+    assert training_key_fields(JobSpec.model_validate(base), fast)["view"] == "pad_crop"
