@@ -114,7 +114,8 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     spec, tracker = ctx.spec, ctx.tracker
     recipe = spec.original.oracle_recipe.model_dump()
     base = data_config(spec)
-    key = model_key(role, base["dataset"], base["model"], training_key_fields(spec, ctx.checked.data), indices)
+    checked_data = ctx.checked.data if ctx.checked is not None else None
+    key = model_key(role, base["dataset"], base["model"], training_key_fields(spec, checked_data), indices)
     run_key = f"model:{key}"
     tags = {"camu.role": role, "camu.job": spec.name, "camu.cache_key": key, "camu.method": role, **ctx.run_tags}
 
