@@ -47,6 +47,10 @@ def _run_all(shard: Shard) -> dict[str, dict[str, torch.Tensor]]:
     for name in [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("camu.")]:
         ctx = UnlearnContext(original, data, forget, retain, CPU, seed=2, shard=shard, initial=initial)
         out[name] = {k: v.detach().clone() for k, v in run_method(name, _params(name), ctx).model.state_dict().items()}
+    # the RL schedule of 100+ classes: D_f (random labels) and D_r in one shuffled pass
+    ctx = UnlearnContext(original, data, forget, retain, CPU, seed=2, shard=shard, initial=initial)
+    mixed = {**_params("random_label"), "schedule": "mixed"}
+    out["random_label/mixed"] = {k: v.detach().clone() for k, v in run_method("random_label", mixed, ctx).model.state_dict().items()}
     return out
 
 

@@ -391,3 +391,19 @@ def test_random_label_schedule_auto_follows_the_class_count():
     assert resolved_schedule("auto", 10) == "two_pass"  # CIFAR-10 / SVHN branch
     assert resolved_schedule("auto", 100) == "mixed"  # CIFAR-100 / TinyImageNet branch
     assert resolved_schedule("two_pass", 200) == "two_pass"
+
+
+def test_scrub_small_scale_adam_step_and_lr_schedule(toy):
+    """small_scale_unlearning.ipynb: Adam (coupled weight decay 0.1) on the min-step; the lr decays by 0.1 after
+    epochs 5, 8 and 9 (1-based, strict): 5e-4 for epochs 1-5, 5e-5 for 6-8, 5e-6 at 9, 5e-7 at 10."""
+    from camu.methods.scrub import scrub_lr
+
+    gamma, alpha, temperature, lr = 1.0, 0.5, 2.0, 5e-4
+    ref = Reference(toy["f0"], "adam", lr, weight_decay=0.1)
+    ref.step(lambda m: gamma * F.cross_entropy(m(toy["xr"])[0], toy["yr"]))  # KL(f0 || f0) = 0 at the first step
+    params = {"epochs": 1, "msteps": 0, "batch_size": ALL, "forget_batch_size": ALL, "lr": lr, "gamma": gamma,
+              "alpha": alpha, "kd_T": temperature, "optimizer": "adam", "weight_decay": 0.1}
+    result = run_method("scrub", params, context(toy))
+    assert_same_weights(result.model, ref.params(), atol=1e-5)
+    expected = [5e-4] * 5 + [5e-5] * 3 + [5e-6, 5e-7]
+    assert [scrub_lr(5e-4, e, [5, 8, 9], 0.1) for e in range(10)] == pytest.approx(expected)
