@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import json
 import math
 import time
@@ -364,12 +365,26 @@ def _data_parallel_params(method: str, params: dict[str, Any], wcfg: WorkerConfi
             **{f"data_parallel.effective_{f}": params[f] for f in METHODS.get(method).lr_fields if f in params}}
 
 
+def non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters holding a NaN or an infinity (a diverged run, e.g. unbounded gradient ascent)."""
+    return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+
+
 def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, split: Any, device: torch.device,
            timings: Timings) -> dict[str, float]:
-    """Rank 0 after unlearning: the full evaluation against the oracle, weights, metrics and tables."""
+    """Rank 0 after unlearning: the full evaluation against the oracle, weights, metrics and tables. A model
+    whose weights went non-finite is still evaluated (it predicts one class), but marked: metric
+    ``diverged`` = 1 and tag ``camu.diverged``, so that its FA of 0 or 100 is not read as forgetting."""
     wcfg = cfg.worker
+    broken = non_finite_parameters(result.model)
+    if broken:
+        logging.getLogger(__name__).warning(
+            "%s diverged: %d parameter tensor(s) hold NaN or inf (%s); its metrics are those of a broken model",
+            cfg.method, len(broken), ", ".join(broken[:3]))
+        tracker.set_tags(cfg.run_id, {"camu.diverged": "true"})
     with timings("evaluation"):
         final, samples, curve, gap = assess(result.model, data, split, device, wcfg, result.members, wcfg.oracle_metrics)
+    final["diverged"] = float(bool(broken))
     final["unlearn_seconds"] = result.seconds
     final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
     out = Path(cfg.out_dir)
