@@ -20,7 +20,6 @@ from camu import DATASETS, METHODS, MODELS, SCENARIOS
 from camu.data import DataFormatError, DataRootError, ImageData, load_dataset
 from camu.data.datasets import labels_only
 from camu.scenarios import ScenarioError, make_split
-from camu.training import TrainRecipe
 from orchestrator.jobfile import apply_overrides, read_yaml
 from orchestrator.methods import method_errors, search_space
 from orchestrator.spec import (
@@ -132,7 +131,8 @@ def _method_errors(raw: dict[str, Any], methods: Any, original: Any) -> list[str
     scenarios = [(sc.get("name", f"#{i}"), sc["kind"]) for i, sc in enumerate(raw.get("scenarios") or [])
                  if isinstance(sc, dict) and isinstance(sc.get("kind"), str) and sc["kind"] in SCENARIOS]
     loaded = original is not None and original.uri is not None
-    recipe = None if loaded else (original.oracle_recipe if original is not None else TrainRecipe()).model_dump()
+    # an invalid original: section (None) has its own error; nothing is checked against an unknown recipe
+    recipe = None if loaded or original is None else original.oracle_recipe.model_dump()
     errors = []
     for i, spec in enumerate(methods):
         errors += method_errors(i, spec, dataset if dataset in DATASETS else None,
