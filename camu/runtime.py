@@ -40,11 +40,6 @@ def set_precision(precision: str) -> None:
     _precision["value"] = precision
 
 
-def precision() -> str:
-    """This process's compute precision (``set_precision``)."""
-    return _precision["value"]
-
-
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (unless this process's precision is fp32), a no-op elsewhere."""
     if device.type == "cuda" and _precision["value"] == "bf16":

@@ -57,11 +57,11 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
         say(f"    {spec.name}: the cached oracle's rows (no second training)")
         return
     job = ctx.spec
-    at = setting(job.model.name, job.dataset.name, sc.kind,
-                 None if job.original.uri else job.original.oracle_recipe.model_dump())
+    at = setting(job.model.name, job.dataset.name, sc.kind, job.original.trained_recipe)
     params = base_params(spec, at)
+    space = search_space(spec)
     # the other presets are candidates of a search; a method with an empty space runs its preset alone
-    extras = other_presets(spec, at) if search_space(spec) else []
+    extras = other_presets(spec, at) if space else []
     label = preset_name(spec, at) or "parameter defaults"
     stage(4, f"{spec.name} on {sc.name}: preset '{label}' on {len(refs)} seed(s), {len(extras)} other preset(s) and "
              f"{job.sweep.num_samples} sweep trial(s) on seed {refs[0].seed}")
@@ -72,7 +72,6 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
     candidates += [(_run(first, p, trial_id, sc.name, spec.name, rows), trial_id, p) for trial_id, p in extras]
     say(f"    {spec.name} presets: objective {_fmt(preset_objectives)} over seeds"
         + "".join(f"; {t} {o:.2f}" for o, t, _ in candidates[1:]))
-    space = search_space(spec)
     candidates += _sweep(ctx, sc, spec.name, first, params, space, [(p, o) for o, _, p in candidates], rows)
     contenders = [c for c in candidates if c[1] != PRESET_TRIAL and math.isfinite(c[0])]
     chosen = PRESET_TRIAL

@@ -138,7 +138,8 @@ def method_errors(i: int, spec: MethodSpec, dataset: str | None, model: str | No
                   scenario_kinds: list[tuple[str, str]], loaded_original: bool,
                   recipe: dict[str, Any] | None = None) -> list[str]:
     """Problems of ``methods.i`` for this job's dataset, model and scenarios (name, kind); presets are
-    checked only when the dataset and the model are known names."""
+    checked only when the dataset and the model are known names. ``recipe``: how the original is trained
+    (None when it is loaded, or unknown)."""
     prefix = f"methods.{i}"
     if spec.name not in METHODS:
         return [f"{prefix}.name: unknown method {spec.name[:40]!r}; choose one of {', '.join(METHODS.names())}"]
@@ -156,7 +157,7 @@ def method_errors(i: int, spec: MethodSpec, dataset: str | None, model: str | No
             continue
         if dataset is None or model is None or model not in MODELS:
             continue
-        at = setting(model, dataset, kind, None if loaded_original else recipe)
+        at = setting(model, dataset, kind, recipe)
         known = m.preset_names(at)
         if spec.preset not in (None, NO_PRESET) and spec.preset not in known:
             errors.append(f"{prefix}.preset: {spec.preset!r} is not a preset of {spec.name}; presets: "

@@ -89,6 +89,12 @@ class OriginalSpec(Strict):
         """The oracle is retrained with the original's recipe (the official one for a loaded model)."""
         return self.recipe or TrainRecipe()
 
+    @property
+    def trained_recipe(self) -> dict[str, Any] | None:
+        """How the job trains the original, as the presets read it (``camu.methods.Setting.recipe``);
+        None for a loaded original."""
+        return None if self.uri else self.oracle_recipe.model_dump()
+
 
 class ScenarioSpec(BaseModel):
     """A named forgetting scenario: ``kind`` plus that kind's options."""

@@ -132,7 +132,7 @@ def _method_errors(raw: dict[str, Any], methods: Any, original: Any) -> list[str
                  if isinstance(sc, dict) and isinstance(sc.get("kind"), str) and sc["kind"] in SCENARIOS]
     loaded = original is not None and original.uri is not None
     # an invalid original: section (None) has its own error; nothing is checked against an unknown recipe
-    recipe = None if loaded or original is None else original.oracle_recipe.model_dump()
+    recipe = None if original is None else original.trained_recipe
     errors = []
     for i, spec in enumerate(methods):
         errors += method_errors(i, spec, dataset if dataset in DATASETS else None,

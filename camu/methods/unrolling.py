@@ -40,6 +40,7 @@ from camu.methods.base import (
     frozen_copy,
 )
 from camu.methods.common import TAG_FORGET, passes
+from camu.training import TrainRecipe
 
 if TYPE_CHECKING:
     from camu.loop import Run
@@ -77,7 +78,7 @@ class UnrollingSGD(UnlearningMethod):
     def preset_entry(self, name: str, setting: Setting) -> Preset:
         if name != "reference":
             raise MethodError(f"unknown preset {name!r}; presets: reference")
-        recipe = setting.recipe or {"lr": 1e-3, "epochs": 20, "batch_size": 32}  # the official recipe
+        recipe = setting.recipe or TrainRecipe().model_dump()  # the official recipe
         values = {"lr": recipe["lr"], "scale": recipe["epochs"], "batch_size": recipe["batch_size"]}
         return Preset(values, SOURCE + "; values: the original's recipe (lr, epochs, batch)")
 
