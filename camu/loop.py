@@ -27,9 +27,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from camu.methods.base import MethodParams, Stopwatch, UnlearningMethod, UnlearnContext, UnlearnResult, trainable_copy
+from camu.methods.base import (
+    MethodParams,
+    Stopwatch,
+    UnlearnContext,
+    UnlearningMethod,
+    UnlearnResult,
+    trainable_copy,
+)
+from camu.optim import adam, sgd
 from camu.runtime import autocast, global_batches, place_input, sync_batch_norm, sync_gradients
-
 
 TAG_AUGMENT = 97  # generator tag of the per-epoch augmentation draws
 
@@ -40,8 +47,8 @@ def make_optimizer(parameters: Any, params: MethodParams, lr: float | None = Non
     lr = params.lr if lr is None else lr  # type: ignore[attr-defined]
     weight_decay = getattr(params, "weight_decay", 0.0)
     if kind == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(parameters, lr=lr, momentum=getattr(params, "momentum", 0.0), weight_decay=weight_decay)
+        return adam(parameters, lr, weight_decay)
+    return sgd(parameters, lr, getattr(params, "momentum", 0.0), weight_decay)
 
 
 @dataclass

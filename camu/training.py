@@ -19,7 +19,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from camu.data.sources import Source
 from camu.losses import cross_entropy
-from camu.runtime import Shard, autocast, broadcast_module, global_batches, place_input, place_model, sync_batch_norm
+from camu.optim import adam, sgd
+from camu.runtime import (
+    Shard,
+    autocast,
+    broadcast_module,
+    global_batches,
+    place_input,
+    place_model,
+    sync_batch_norm,
+)
 from camu.schema import Seed, StrictModel
 
 TrainCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
@@ -57,8 +66,8 @@ class TrainRecipe(StrictModel):
 def make_training_optimizer(params: Any, recipe: TrainRecipe) -> torch.optim.Optimizer:
     """The recipe's optimizer over ``params``."""
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return sgd(params, recipe.lr, recipe.momentum, recipe.weight_decay)
+    return adam(params, recipe.lr, recipe.weight_decay)
 
 
 @dataclass

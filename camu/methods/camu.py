@@ -52,6 +52,7 @@ from camu.methods.base import (
     frozen_copy,
 )
 from camu.models import has_batch_norm
+from camu.optim import adam
 from camu.runtime import autocast, place_input
 
 if TYPE_CHECKING:
@@ -172,8 +173,8 @@ class Camu(UnlearningMethod):
 
     def optimizers(self, model: nn.Module, params: CamuParams) -> dict[str, torch.optim.Optimizer]:  # type: ignore[override]
         # Two Adam optimizers on the same parameters, as the official code: [1] representation, [2] output.
-        return {"rep": torch.optim.Adam(model.parameters(), lr=params.lr_rep, weight_decay=params.weight_decay),
-                "out": torch.optim.Adam(model.parameters(), lr=params.lr_out, weight_decay=params.weight_decay)}
+        return {"rep": adam(model.parameters(), params.lr_rep, params.weight_decay),
+                "out": adam(model.parameters(), params.lr_out, params.weight_decay)}
 
     def prepare(self, run: Run, params: CamuParams) -> None:  # type: ignore[override]
         self.params = params

@@ -40,6 +40,7 @@ from camu.methods.base import (
     frozen_copy,
 )
 from camu.methods.common import TAG_FORGET, passes
+from camu.optim import sgd
 from camu.training import TrainRecipe
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class UnrollingSGD(UnlearningMethod):
 
     def optimizers(self, model: torch.nn.Module, params: UnrollingParams) -> dict[str, torch.optim.Optimizer]:  # type: ignore[override]
         # the correction is theta += lr * scale * g, i.e. one plain SGD step on -g with lr * scale
-        return {"main": torch.optim.SGD(model.parameters(), lr=params.lr * params.scale)}
+        return {"main": sgd(model.parameters(), params.lr * params.scale)}
 
     def epoch(self, run: Run, params: UnrollingParams, epoch: int) -> None:  # type: ignore[override]
         if run.ctx.initial is None:
