@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from camu import CamuParams, build_model
 from camu.data import load_dataset
+from camu.loop import run_method
 from camu.losses import cross_entropy, kl_sum
-from camu.methods import UnlearnContext, run_method
+from camu.methods import UnlearnContext
 from camu.runtime import resolve_device
 
 

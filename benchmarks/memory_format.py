@@ -20,7 +20,8 @@ import camu.runtime
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
 from camu.evaluation import predict_logits
-from camu.methods import UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import UnlearnContext
 from camu.methods.camu import official_params
 from camu.runtime import resolve_device
 from camu.training import TrainRecipe, train_classifier

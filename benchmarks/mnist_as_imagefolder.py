@@ -20,7 +20,11 @@ import numpy as np
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (optionally gzipped) as an array (the MNIST distribution format)."""
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if path.suffix == ".gz":
+        with gzip.open(path) as fh:
+            raw = fh.read()
+    else:
+        raw = path.read_bytes()
     dims = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
@@ -50,7 +54,7 @@ def main() -> None:
     val = np.zeros(len(labels), dtype=bool)
     for digit in np.unique(labels):  # stratified: the same share of every class in val/
         idx = rng.permutation(np.flatnonzero(labels == digit))
-        val[idx[: int(round(len(idx) * args.val_fraction))]] = True
+        val[idx[: round(len(idx) * args.val_fraction)]] = True
     for i, (image, label) in enumerate(zip(images, labels)):
         folder = args.out / ("val" if val[i] else "train") / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ What it does, per scenario (Fashion-MNIST: ``class`` = class 0 removed, ``random
    loader, its normalisation undone), so that one set of weights is the same function on both sides.
 3. Per seed, alternately: the official ``main.py`` for that seed (a subprocess), then camu-orch's CaMU
    (``run_method('camu', official preset for the scenario kind)``, in this process, as
-   ``orchestrator.workers.unlearn_worker`` runs it) on the official run's D_f fed as an ``indices``
+   ``orchestrator.worker.unlearning.unlearn_worker`` runs it) on the official run's D_f fed as an ``indices``
    scenario, evaluated with ``camu.evaluate`` on the full sets (``selection_fraction=0``, as the
    official code reports). Both sides use ``--threads`` torch threads (``OMP_NUM_THREADS`` for the
    official process). Times: the official ``time_taken`` (counterfactual construction + removal) and,
@@ -413,7 +413,7 @@ def original_weights(args: argparse.Namespace, data: Any, work: Path) -> tuple[P
 def run_ours(data: Any, original_path: Path, forget: list[int], scenario: Scenario, seed: int,
              work: Path) -> dict[str, Any]:
     """camu-orch's CaMU at its official preset on the official run's D_f (an ``indices`` scenario), run and
-    evaluated as ``orchestrator.workers.unlearn_worker`` / ``assess`` do, on the CPU, in this process."""
+    evaluated as ``orchestrator.worker.unlearning.unlearn_worker`` / ``assess`` do, on the CPU, in this process."""
     from camu import evaluate, forget_indices, make_split, official_params, retain_indices, run_method
     from camu.methods import UnlearnContext
     from camu.weights import load_weights

@@ -22,9 +22,18 @@ import time
 
 import torch
 
-from camu import TrainRecipe, build_model, forget_indices, load_dataset, make_split, retain_indices, train_classifier
-from camu.methods import METHODS, Setting, UnlearnContext, check_applicable, run_method
+from camu import (
+    TrainRecipe,
+    build_model,
+    forget_indices,
+    load_dataset,
+    make_split,
+    retain_indices,
+    train_classifier,
+)
 from camu.evaluation import predict_logits
+from camu.loop import run_method
+from camu.methods import METHODS, Setting, UnlearnContext, check_applicable
 from camu.metrics import accuracy
 from camu.models import model_family
 from camu.runtime import resolve_device

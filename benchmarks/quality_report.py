@@ -29,7 +29,8 @@ from camu import (
     retain_indices,
     train_classifier,
 )
-from camu.methods import UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import UnlearnContext
 from camu.models import model_family
 from camu.runtime import resolve_device
 

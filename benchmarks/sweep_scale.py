@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.identity import experiment_name
+from orchestrator.record.identity import experiment_name
 
 
 def job(trials: int, method: str, concurrency: int, scheduler: str, budget: float | None, epochs: int,
@@ -67,7 +67,7 @@ def measure(spec: dict, work: Path) -> dict:
 def stored_bytes(work: Path) -> dict[str, int]:
     """Bytes the job left on disk: MLflow artifacts, Ray Train/Tune storage (the job folders inside it
     counted apart) and the model cache."""
-    from orchestrator.retention import folder_bytes
+    from orchestrator.driver.retention import folder_bytes
 
     runs = work / "camu_runs"
     jobs = folder_bytes(runs / "scale")

@@ -3,7 +3,8 @@ datasets, models and evaluation. Never imports ray or mlflow."""
 
 from camu.data import DATASETS, ImageData, load_dataset
 from camu.evaluation import Evaluation, evaluate
-from camu.methods import METHODS, CamuParams, UnlearnContext, official_params, run_method
+from camu.loop import run_method
+from camu.methods import METHODS, CamuParams, UnlearnContext, official_params
 from camu.models import MODELS, build_model
 from camu.scenarios import SCENARIOS, forget_indices, load_split, make_split, retain_indices, save_split
 from camu.training import TrainRecipe, train_classifier

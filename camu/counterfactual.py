@@ -79,7 +79,7 @@ def make_pairing(forget: torch.Tensor, retain: torch.Tensor, labels: torch.Tenso
                  generator: torch.Generator) -> Pairing:
     """Draw D_s (|D_s| = pool_ratio * |D_f| * forget_repeat), pair it with D_f and label the tuples."""
     forget_all = forget.repeat(forget_repeat)
-    pool = draw_pool(retain, int(round(pool_ratio * len(forget_all))), generator)
+    pool = draw_pool(retain, round(pool_ratio * len(forget_all)), generator)
     partner = pair_partners(forget_all, pool, generator)
     cf_label = counterfactual_labels(policy, labels[partner], labels[forget_all], num_classes, generator)
     return Pairing(forget_all, partner, cf_label, pool)

@@ -61,7 +61,7 @@ def _halves(indices: torch.Tensor, fraction: float, g: torch.Generator) -> dict[
     if fraction <= 0:
         return {"select": indices, "report": indices}
     order = indices[torch.randperm(len(indices), generator=g)]
-    k = int(round(len(indices) * fraction))
+    k = round(len(indices) * fraction)
     return {"select": torch.sort(order[:k]).values, "report": torch.sort(order[k:]).values}
 
 

@@ -39,3 +39,13 @@ def sgd(parameters: Iterable[nn.Parameter], lr: float, momentum: float = 0.0,
     params = list(parameters)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                            fused=fused_supported(params) or None)
+
+
+def optimizer(parameters: Iterable[nn.Parameter], kind: str, lr: float, momentum: float = 0.0,
+              weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``adam`` or ``sgd`` (momentum used by SGD only) by name, as a method's or a recipe's fields give it."""
+    if kind == "adam":
+        return adam(parameters, lr, weight_decay)
+    if kind == "sgd":
+        return sgd(parameters, lr, momentum, weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}; choose adam or sgd")

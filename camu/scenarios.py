@@ -18,13 +18,14 @@ import pyarrow.parquet as pq
 import torch
 from pydantic import Field, ValidationError
 
+from camu.errors import CamuInputError
 from camu.registry import Registry
 from camu.schema import StrictModel
 
 SPLIT_SCHEMA = pa.schema([("index", pa.int64()), ("label", pa.int64()), ("role", pa.string())])
 
 
-class ScenarioError(ValueError):
+class ScenarioError(CamuInputError):
     """An impossible forgetting request (empty forget set, unknown class, index out of range...)."""
 
 
@@ -82,7 +83,7 @@ def _select_random(opt: RandomOptions, labels: torch.Tensor, names: list[str], r
     if not 0 < opt.fraction < 1:
         raise ScenarioError(f"fraction: {opt.fraction} is outside (0, 1); use e.g. 0.1 for 10% random removal")
     n = len(labels)
-    k = int(round(opt.fraction * n))
+    k = round(opt.fraction * n)
     if k == 0:
         raise ScenarioError(f"fraction: {opt.fraction} of {n} samples forgets nothing; raise the fraction")
     return np.sort(rng.choice(n, size=k, replace=False))
@@ -115,7 +116,7 @@ def _select_proportions(opt: ProportionsOptions, labels: torch.Tensor, names: li
     ids = _distinct_class_ids([k for k, _ in items], names, "proportions")
     for cid, (key, frac) in zip(ids, items):
         members = np.flatnonzero(y == cid)
-        k = int(round(frac * members.size))
+        k = round(frac * members.size)
         if k:
             chosen.append(rng.choice(members, size=k, replace=False))
     if not chosen:

@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from camu.errors import CamuInputError
 
-class UnsafeWeightsError(ValueError):
+
+class UnsafeWeightsError(CamuInputError):
     """A weights file that cannot be loaded safely (pickled code, corruption, wrong contents)."""
 
 

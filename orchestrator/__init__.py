@@ -7,5 +7,5 @@ RAY_VERSION = "2.60.0"  # the pinned Ray: a cluster must run exactly this one (p
 
 # Every process that imports the orchestrator (the CLI, Tune trial drivers, Ray Train workers) may talk
 # to MLflow; none of them may ever unpickle a model from a store that others can write to. Weights are
-# read as safetensors or weights-only state dicts (orchestrator.tracking.download_weights).
+# read as safetensors or weights-only state dicts (orchestrator.record.tracking.download_weights).
 os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"

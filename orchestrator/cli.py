@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from orchestrator import __version__
 from orchestrator.progress import console, err_console
+from orchestrator.record.run_identity import Tag
 
 
 class GuardedGroup(TyperGroup):
@@ -166,7 +167,7 @@ def list_registry(what: Annotated[Registry, typer.Argument(help="which registry 
     registry = {"datasets": camu.DATASETS, "models": camu.MODELS, "scenarios": camu.SCENARIOS,
                 "methods": camu.METHODS}[what.value]
     if what is Registry.methods:
-        from orchestrator.methods import method_catalogue
+        from orchestrator.job.presets import method_catalogue
 
         catalogue = method_catalogue(camu.SCENARIOS.names())
         if fmt is ListFormat.json:
@@ -212,7 +213,7 @@ UiUrlOption = Annotated[str | None, typer.Option(
 
 def _use_ui_url(ui_url: str | None) -> None:
     """Check ``--ui-url`` and hand it to everything that writes links (the job, its remote submission)."""
-    from orchestrator.links import UI_URL_ENV, ui_url_problem
+    from orchestrator.record.links import UI_URL_ENV, ui_url_problem
 
     if ui_url is None:
         return
@@ -234,7 +235,7 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
 
     Example: camu-orch validate jobs/quickstart.yaml
     """
-    from orchestrator.validate import check_job
+    from orchestrator.job.validate import check_job
 
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     checked = check_job(job, check_data=not no_data, local=not remote, overrides=overrides)
@@ -273,7 +274,7 @@ def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
 
     Example: camu-orch submit jobs/quickstart.yaml
     """
-    from orchestrator.remote import resolve_address
+    from orchestrator.execution.jobs_api import resolve_address
 
     _use_ui_url(ui_url)
     address = resolve_address(address)
@@ -288,8 +289,8 @@ def _submit_remote(job: Path, address: str, overrides: list[str], wait: bool, ch
                    allow_unauthenticated: bool = False, forward_credentials: bool = False) -> None:
     import tempfile
 
-    from orchestrator import remote
-    from orchestrator.validate import check_job
+    from orchestrator.execution import jobs_api as remote
+    from orchestrator.job.validate import check_job
 
     checked = check_job(job, check_data=False, local=False, overrides=overrides)
     warnings = remote.transport_warnings(address) + remote.require_authentication(address, allow_unauthenticated)
@@ -318,7 +319,7 @@ def _follow(address: str, submission_id: str) -> int:
     code says how the job ended."""
     import asyncio
 
-    from orchestrator import remote
+    from orchestrator.execution import jobs_api as remote
 
     client = remote.client(address)
 
@@ -333,7 +334,7 @@ def _follow(address: str, submission_id: str) -> int:
 
 
 def _cluster(address: str | None):
-    from orchestrator import remote
+    from orchestrator.execution import jobs_api as remote
 
     resolved = remote.resolve_address(address)
     if not resolved:
@@ -372,8 +373,8 @@ def list_jobs(address: AddressOption = None) -> None:
     """Jobs submitted to the cluster by camu-orch. Example: camu-orch list"""
     _, client = _cluster(address)
     for job in sorted(client.list_jobs(), key=lambda j: j.start_time or 0):
-        if (job.metadata or {}).get("camu.job") or (job.submission_id or "").startswith("camu-"):
-            typer.echo(f"{job.submission_id:<40} {job.status.value:<10} {(job.metadata or {}).get('camu.job', '')}")
+        if (job.metadata or {}).get(Tag.JOB) or (job.submission_id or "").startswith("camu-"):
+            typer.echo(f"{job.submission_id:<40} {job.status.value:<10} {(job.metadata or {}).get(Tag.JOB, '')}")
 
 
 @app.command()
@@ -389,8 +390,8 @@ def run(job: Annotated[Path, typer.Argument(help="job YAML")], overrides: SetOpt
 
 def _run(job: Path, address: str | None, overrides: list[str] | None = None) -> None:
     def start():
-        from orchestrator.pipeline import run_job
-        from orchestrator.validate import check_job
+        from orchestrator.driver.pipeline import run_job
+        from orchestrator.job.validate import check_job
 
         return run_job(check_job(job, check_data=True, local=address is None, overrides=overrides), address=address)
 
@@ -413,8 +414,8 @@ def _execute(job: Callable[[], object]) -> None:
 def _print_outcome(outcome, start: float) -> None:
     import time
 
-    from orchestrator.links import links_for, serve_hint
-    from orchestrator.results import by_method, render_by_method
+    from orchestrator.record.links import links_for, serve_hint
+    from orchestrator.record.summary import by_method, render_by_method
 
     console.print(render_by_method(by_method(outcome.summary)), markup=False)
     links = links_for(outcome.tracking_uri, outcome.experiment_id)
@@ -459,7 +460,7 @@ def resume(ident: Annotated[str, typer.Argument(help="job name (your newest job 
     _use_ui_url(ui_url)
 
     def start():
-        from orchestrator.pipeline import resume_job
+        from orchestrator.driver.pipeline import resume_job
 
         return resume_job(ident, tracking_uri=tracking_uri, address=os.environ.get("RAY_ADDRESS"),
                           accept_owner=accept_owner, allow_code_change=allow_code_change)
@@ -486,9 +487,9 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
 
     Example: camu-orch results quickstart --by method
     """
-    from orchestrator.links import links_for
-    from orchestrator.results import by_method, load_summary, render_by_method, write_table
-    from orchestrator.tracking import open_store
+    from orchestrator.record.links import links_for
+    from orchestrator.record.summary import by_method, load_summary, render_by_method, write_table
+    from orchestrator.record.tracking import open_store
 
     _use_ui_url(ui_url)
     if check and (format != Format.table or output is not None):
@@ -509,17 +510,17 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
         sys.stdout.write(text + "\n")
     if format == Format.table and output is None:  # machine-readable output stays clean
         links = links_for(tracker.uri, run.info.experiment_id)
-        job = run.data.tags.get("camu.job", ident)
+        job = run.data.tags.get(Tag.JOB, ident)
         sys.stdout.write(f"\nbest trials in the MLflow UI: {links.best_trials(job)}\n")
 
 
 def _check_targets(tracker: Any, run: Any, table: Any) -> int:
     """Print the job's expect: targets against its summary; the exit code (0 all met, 1 one missed)."""
-    from orchestrator import expectations
-    from orchestrator.results import by_method
+    from orchestrator.record import expectations
+    from orchestrator.record.summary import by_method
 
     targets = expectations.read_targets(tracker, run.info.run_id)
-    job = run.data.tags.get("camu.job", run.info.run_id)
+    job = run.data.tags.get(Tag.JOB, run.info.run_id)
     if not targets:
         sys.stdout.write(f"job {job} has no expect: targets; nothing to check\n")
         return 0
@@ -543,9 +544,9 @@ def report(ident: Annotated[str, typer.Argument(help="job name (newest run) or p
 
     Example: camu-orch report mnist_compare -o report.html
     """
-    from orchestrator.report import build_report
-    from orchestrator.results import JOB_NAME
-    from orchestrator.tracking import open_store
+    from orchestrator.record.report import build_report
+    from orchestrator.record.summary import JOB_NAME
+    from orchestrator.record.tracking import open_store
 
     _use_ui_url(ui_url)
     if output is not None and not output.parent.resolve().is_dir():

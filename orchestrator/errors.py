@@ -3,8 +3,9 @@
 Expected failures (bad input, files that are not what they should be, a store or cluster that cannot
 be reached) become one clear message and exit status 2; a job that started and then failed exits 1
 with where to look; anything else is a bug and keeps its traceback. Every message is redacted.
-Library classes are recognised only when their library is already imported, so this module costs
-nothing at start-up.
+The project's own errors are recognised by class (``InputProblem``, camu's ``CamuInputError``; a
+``ResourceUnavailableError`` or ``ParamChanged`` is a failed job); third-party library classes only
+when their library is already imported, so this module costs nothing at start-up.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ import sys
 import traceback
 from dataclasses import dataclass
 
+from orchestrator.inputs import InputProblem
 from orchestrator.secrets import redact
 
 INPUT_ERROR = 2
 JOB_FAILED = 1
-
-
-class ResourceUnavailableError(RuntimeError):
-    """A run could not get its workers' resources within the bounded wait."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ def _is(exc: BaseException, module: str, name: str) -> bool:
 
 
 def _pydantic_lines(exc: BaseException) -> str:
-    from orchestrator.spec import format_validation_error
+    from orchestrator.job.messages import format_validation_error
 
     return "\n".join(f"  - {line}" for line in format_validation_error(exc))  # type: ignore[arg-type]
 
@@ -55,12 +53,24 @@ def classify(exc: BaseException) -> Failure | None:
     return None
 
 
-def _classify_one(exc: BaseException) -> Failure | None:
-    from orchestrator.spec import JobSpecError
+class JobFailedError(RuntimeError):
+    """Base of the project's errors that mean a started job failed (exit 1, its runs marked FAILED)."""
 
-    if isinstance(exc, JobSpecError):
+
+class ResourceUnavailableError(JobFailedError):
+    """A run could not get its workers' resources within the bounded wait."""
+
+
+def _camu_input_error(exc: BaseException) -> bool:
+    """isinstance(exc, camu.errors.CamuInputError), without importing camu (and torch) when no camu code ran."""
+    module = sys.modules.get("camu.errors")
+    return module is not None and isinstance(exc, module.CamuInputError)
+
+
+def _classify_one(exc: BaseException) -> Failure | None:
+    if isinstance(exc, InputProblem) or _camu_input_error(exc):
         return Failure(INPUT_ERROR, str(exc))
-    if isinstance(exc, ResourceUnavailableError) or _is(exc, "orchestrator.tracking", "ParamChanged"):
+    if isinstance(exc, JobFailedError):
         return Failure(JOB_FAILED, str(exc))
     if _is(exc, "ray.train", "TrainingFailedError") or _is(exc, "ray.tune.error", "TuneError") \
             or _is(exc, "ray.exceptions", "RayError"):
@@ -86,16 +96,9 @@ def _classify_one(exc: BaseException) -> Failure | None:
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         return Failure(INPUT_ERROR, f"{where}{exc.strerror or exc}")
-    if isinstance(exc, LookupError) or _input_error(exc):
+    if isinstance(exc, LookupError):
         return Failure(INPUT_ERROR, str(exc))
     return None
-
-
-def _input_error(exc: BaseException) -> bool:
-    """camu's own input errors (impossible scenarios, bad data files, unsafe weights, bad URIs)."""
-    return any(_is(exc, module, name) for module, name in (
-        ("camu.scenarios", "ScenarioError"), ("camu.data.datasets", "DataFormatError"),
-        ("camu.weights", "UnsafeWeightsError"), ("orchestrator.uris", "UriError")))
 
 
 def redacted_traceback(exc: BaseException) -> str:

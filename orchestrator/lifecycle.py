@@ -7,6 +7,7 @@ FAILED) and the process then leaves without waiting on Ray's background threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -50,13 +51,11 @@ def reinstall_after_ray_init() -> None:
 def exit_now(code: int) -> None:
     """Leave at once after an interrupted job: output flushed, Ray disconnected, no interpreter
     teardown racing Ray's native threads (which can abort the process with a core dump)."""
-    try:
+    with contextlib.suppress(Exception):  # leaving anyway
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-    except Exception:  # noqa: BLE001 - leaving anyway
-        pass
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

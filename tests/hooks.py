@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.workers import TRIAL_START_HOOKS
+from orchestrator.worker.unlearning import TRIAL_START_HOOKS
 
 FAILING_TRIAL = "_00001"
 

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from camu.methods import METHODS
-from camu.methods.common import TAG_FORGET, OptimParams, cross_entropy_pass
 from camu.methods.base import Preset, UnlearningMethod, for_families
+from camu.methods.common import TAG_FORGET, OptimParams, cross_entropy_pass
 
 
 class ThrowawayParams(OptimParams):
@@ -28,5 +28,5 @@ if "throwaway" not in METHODS:  # the test process may import it twice (as a plu
             "tiny": for_families({"lr": 0.05, "epochs": 2}, "github.com/example/throwaway@0000000, unlearn.py")}
         space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-3, 1.0e-1]}}
 
-        def epoch(self, run, params, epoch):  # noqa: ANN001, ANN201
+        def epoch(self, run, params, epoch):
             cross_entropy_pass(run, run.ctx.forget, params.batch_size, TAG_FORGET, sign=-0.1)

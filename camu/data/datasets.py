@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from camu.data.sources import LazySource, Source, TensorSource
 from camu.data.views import PLAIN_VIEW, ImageView
+from camu.errors import CamuInputError
 from camu.registry import Registry
 from camu.schema import Seed, StrictModel
 
@@ -30,7 +31,7 @@ class DataRootError(FileNotFoundError):
     """The dataset's files are not where the options say; the message says how to fix it."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(CamuInputError):
     """A dataset file exists but is not what it should be (empty, truncated, another format)."""
 
 
@@ -134,7 +135,7 @@ def _resplit(images: torch.Tensor, labels: torch.Tensor, test_size: float, seed:
     """Deterministically carve a train/test split out of one pool of samples."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(labels.shape[0], generator=g)
-    n_test = int(round(labels.shape[0] * test_size))
+    n_test = round(labels.shape[0] * test_size)
     test, train = perm[:n_test], perm[n_test:]
     return TensorSource(images[train], labels[train]), TensorSource(images[test], labels[test])
 

@@ -24,9 +24,8 @@ from camu.methods.base import (
     UnlearnResult,
     check_applicable,
     method_class,
-    run_method,
 )
 from camu.methods.camu import CamuParams, official_params
 
 __all__ = ["METHODS", "CamuParams", "MethodError", "MethodParams", "Preset", "Setting", "UnlearnContext", "UnlearnResult",
-           "UnlearningMethod", "check_applicable", "method_class", "official_params", "run_method"]
+           "UnlearningMethod", "check_applicable", "method_class", "official_params"]

@@ -18,17 +18,22 @@ narrower [1e-6, 1e-3] stopped at FA 5% with lr 8e-4, short of the oracle's 0), e
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families, frozen_copy, reinitialised_copy
+from camu.methods.base import (
+    METHODS,
+    Preset,
+    Run,
+    UnlearningMethod,
+    for_families,
+    frozen_copy,
+    reinitialised_copy,
+)
 from camu.methods.common import TAG_RETAIN, TAG_SUBSET, OptimParams
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class BadTeacherParams(OptimParams):
@@ -53,7 +58,7 @@ SOURCE = ("github.com/vikram2000b/bad-teaching-unlearning@f1aa988, unlearn.py (b
 
 
 @METHODS.register("bad_teacher", "Bad teaching (TS): distil D_r from the original, D_f from a random teacher")
-class BadTeacher(UnlearningMethod):
+class BadTeacher(UnlearningMethod[BadTeacherParams]):
     Params = BadTeacherParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {
         "reference": for_families({"lr": 1e-4, "epochs": 1, "batch_size": 256, "temperature": 1.0,
@@ -62,7 +67,7 @@ class BadTeacher(UnlearningMethod):
                                        "temperature": {"uniform": [1.0, 4.0]},
                                        "retain_fraction": {"uniform": [0.1, 1.0]}}
 
-    def prepare(self, run: Run, params: BadTeacherParams) -> None:  # type: ignore[override]
+    def prepare(self, run: Run, params: BadTeacherParams) -> None:
         ctx = run.ctx
         self.competent = frozen_copy(ctx.original, run.device)
         self.incompetent = frozen_copy(reinitialised_copy(ctx.original, run.device, seed=ctx.seed * 7 + 1), run.device)
@@ -72,7 +77,7 @@ class BadTeacher(UnlearningMethod):
         self.is_forget = torch.cat([torch.ones(len(ctx.forget), dtype=torch.bool),
                                     torch.zeros(len(kept), dtype=torch.bool)])
 
-    def epoch(self, run: Run, params: BadTeacherParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: BadTeacherParams, epoch: int) -> None:
         batches = run.batches(len(self.samples), params.batch_size, run.generator(TAG_RETAIN))
         local = [run.local(b) for b in batches]
         for batch, positions, (x, _) in zip(batches, local, run.stream([self.samples[p] for p in local])):

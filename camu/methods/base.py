@@ -10,27 +10,33 @@ place, ``camu.loop``. Adding a method is one module plus one import in ``camu/me
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
-from camu.data.datasets import ImageData
+from camu.methods.context import (  # re-exported: the names a method module imports from here
+    EpochCallback,
+    MethodError,
+    MethodParams,
+    Stopwatch,
+    UnlearnContext,
+    UnlearnResult,
+    frozen_copy,
+    reinitialised_copy,
+    trainable_copy,
+)
+from camu.methods.run import Run
+from camu.optim import optimizer
 from camu.registry import Registry
-from camu.runtime import Shard, place_model
-from camu.schema import StrictModel
 
-if TYPE_CHECKING:
-    from camu.loop import Run
+__all__ = ["METHODS", "EpochCallback", "MethodError", "MethodParams", "P", "Preset", "Run", "Setting", "Stopwatch",
+           "UnlearnContext", "UnlearnResult", "UnlearningMethod", "check_applicable", "for_families",
+           "frozen_copy", "method_class", "reinitialised_copy", "trainable_copy"]
 
-EpochCallback = Callable[[int, dict[str, float], dict[str, Any], nn.Module], None]
-"""on_epoch(epoch, metrics, state, model): ``state`` is a torch-serialisable dict to resume from (its
-tensors alias the live model and optimizers: serialise them before returning); ``model`` is the live
-model being unlearned (use it read-only, in eval mode, under no_grad)."""
+P = TypeVar("P", bound=MethodParams)
+"""A method's own ``Params`` type: ``class CaMU(UnlearningMethod[CamuParams])`` types its hooks' ``params``."""
 
 
 @dataclass(frozen=True)
@@ -61,55 +67,7 @@ def for_families(values: dict[str, Any], source: str, note: str = "",
     return {family: Preset(dict(values), source, note) for family in families}
 
 
-class MethodParams(StrictModel):
-    """Base of every method's parameters: unknown keys, non-finite numbers and booleans for numbers
-    are errors."""
-
-
-@dataclass
-class UnlearnContext:
-    """Everything a method needs, independent of how it is launched.
-
-    ``initial`` is the original model's initialisation (before training), for methods that replay the
-    training trajectory; None when the original was loaded rather than trained by the job.
-    """
-
-    original: nn.Module
-    data: ImageData
-    forget: torch.Tensor
-    retain: torch.Tensor
-    device: torch.device
-    seed: int = 0
-    shard: Shard = field(default_factory=Shard)
-    on_epoch: EpochCallback | None = None
-    resume_state: dict[str, Any] | None = None
-    initial: nn.Module | None = None
-    sync_batchnorm: bool = True  # with several workers, BatchNorm statistics over the whole global batch
-
-    def epoch_generator(self, tag: int, epoch: int) -> torch.Generator:
-        """A CPU generator that depends only on (seed, tag, epoch): identical on every rank and
-        after a resume."""
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + tag * 10_007 + epoch) % (2**63))
-
-
-@dataclass
-class UnlearnResult:
-    """The unlearned model (unwrapped, on the context's device), its wall time, per-step history and the
-    number of epochs of the run (the step at which final metrics belong)."""
-
-    model: nn.Module
-    seconds: float
-    history: dict[str, list[float]]
-    epochs: int = 0
-    members: torch.Tensor | None = None  # D_s, the remaining samples the run used (None: the default draw)
-    report_seconds: float = 0.0  # time spent in ``on_epoch`` (excluded from ``seconds``)
-
-
-class MethodError(ValueError):
-    """A method asked for something the job cannot give (a scenario kind, the original's initial weights)."""
-
-
-class UnlearningMethod:
+class UnlearningMethod(Generic[P]):
     """Base class of every registered method; see the module docstring.
 
     Class attributes a method sets:
@@ -173,27 +131,27 @@ class UnlearningMethod:
         at ``params``, or None; default: any original will do."""
         return None
 
-    def num_epochs(self, params: MethodParams) -> int:
-        return int(params.epochs)  # type: ignore[attr-defined]
+    def num_epochs(self, params: P) -> int:
+        return int(params.epochs)  # type: ignore[attr-defined]  # every method's Params has epochs
 
-    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: MethodParams) -> nn.Module:
+    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: P) -> nn.Module:
         """Change the trainable copy before optimizers exist (e.g. an extra output); default: as is."""
         return model
 
-    def optimizers(self, model: nn.Module, params: MethodParams) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self, model: nn.Module, params: P) -> dict[str, torch.optim.Optimizer]:
         """Optimizers by name; default: one, built from ``optimizer``/``lr``/``momentum``/``weight_decay``."""
-        from camu.loop import make_optimizer
+        return {"main": optimizer(model.parameters(), getattr(params, "optimizer", "sgd"),
+                                  params.lr,  # type: ignore[attr-defined]  # a method without lr overrides this
+                                  getattr(params, "momentum", 0.0), getattr(params, "weight_decay", 0.0))}
 
-        return {"main": make_optimizer(model.parameters(), params)}
-
-    def prepare(self, run: Run, params: MethodParams) -> None:
+    def prepare(self, run: Run, params: P) -> None:
         """Once before the first epoch (and again on resume): frozen models, masks, fixed targets."""
 
-    def epoch(self, run: Run, params: MethodParams, epoch: int) -> None:
+    def epoch(self, run: Run, params: P, epoch: int) -> None:
         """One epoch of this method's steps (``run.step``), recording losses with ``run.record``."""
         raise NotImplementedError
 
-    def finish(self, run: Run, params: MethodParams) -> nn.Module:
+    def finish(self, run: Run, params: P) -> nn.Module:
         """The model to return (default: the trainable copy as it is)."""
         return run.model
 
@@ -203,67 +161,10 @@ class UnlearningMethod:
         return None
 
 
-METHODS: Registry[type[UnlearningMethod]] = Registry("method")
+METHODS: Registry[type[UnlearningMethod[Any]]] = Registry("method")
 
 
-def trainable_copy(original: nn.Module, device: torch.device) -> nn.Module:
-    """A fresh, trainable copy of the original on ``device``."""
-    model = place_model(copy.deepcopy(original), device)
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
-
-
-def frozen_copy(original: nn.Module, device: torch.device, train_mode: bool = False) -> nn.Module:
-    """A reference copy of ``original`` on ``device`` without gradients (eval mode unless ``train_mode``).
-    A copy, so that the caller's model is never switched to eval or frozen."""
-    model = place_model(copy.deepcopy(original), device)
-    model.train(train_mode)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def reinitialised_copy(original: nn.Module, device: torch.device, seed: int) -> nn.Module:
-    """A copy of ``original``'s architecture with fresh, seeded weights (every module's own
-    ``reset_parameters``), e.g. an incompetent teacher or a model trained from scratch."""
-    model = copy.deepcopy(original)
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
-            module.reset_parameters()
-    return place_model(model, device)
-
-
-class Stopwatch:
-    """Wall time of the unlearning itself, CUDA work included (evaluation is timed apart)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.start = 0.0
-        self.seconds = 0.0
-
-    def __enter__(self) -> Stopwatch:
-        self._sync()
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._sync()
-        self.seconds = time.perf_counter() - self.start
-
-    def elapsed(self) -> float:
-        """Seconds since ``__enter__`` (the device synchronised first), while the watch still runs."""
-        self._sync()
-        return time.perf_counter() - self.start
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-def method_class(name: str) -> type[UnlearningMethod]:
+def method_class(name: str) -> type[UnlearningMethod[Any]]:
     """The registered method class ``name`` (``UnknownNameError`` lists the known names)."""
     return METHODS.get(name)
 
@@ -277,13 +178,3 @@ def check_applicable(name: str, scenario_kind: str, has_initial: bool) -> str | 
         return (f"{name} replays the original's training from its initial weights, which a loaded original "
                 f"(original.uri) does not have; train the original in the job (original.recipe) to use it")
     return None
-
-
-def run_method(name: str, params: dict | MethodParams | None, ctx: UnlearnContext) -> UnlearnResult:
-    """Validate ``params`` for method ``name`` and run it through the shared loop."""
-    from camu.loop import run_unlearning
-
-    cls = METHODS.get(name)
-    if not isinstance(params, MethodParams):
-        params = cls.Params.model_validate(params or {})
-    return run_unlearning(cls(), params, ctx)

@@ -23,19 +23,24 @@ Search space: lr in [1e-7, 1e-2] (log), epochs in [1, 15] (shrink also bound in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from camu.methods.base import METHODS, Preset, UnlearnContext, UnlearningMethod, for_families, frozen_copy
+from camu.methods.base import (
+    METHODS,
+    Preset,
+    Run,
+    UnlearnContext,
+    UnlearningMethod,
+    for_families,
+    frozen_copy,
+)
 from camu.methods.common import TAG_FORGET, OptimParams, passes
 from camu.runtime import autocast
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 CLASS_REMOVAL = ("classes",)
 REFERENCE = {"lr": 1e-5, "epochs": 10, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0}
@@ -75,17 +80,17 @@ def fgsm_neighbour_labels(f0: nn.Module, x: torch.Tensor, y: torch.Tensor, bound
 
 
 @METHODS.register("boundary_shrink", "Boundary shrink: D_f relabelled with the original's FGSM-neighbour class (class removal)")
-class BoundaryShrink(UnlearningMethod):
+class BoundaryShrink(UnlearningMethod[BoundaryShrinkParams]):
     Params = BoundaryShrinkParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": for_families({**REFERENCE, "bound": 0.1}, SOURCE,
                                                                               NOTE)}
     space: ClassVar[dict[str, Any]] = {**SPACE, "bound": {"uniform": [0.01, 0.3]}}
     scenario_kinds = CLASS_REMOVAL
 
-    def prepare(self, run: Run, params: BoundaryShrinkParams) -> None:  # type: ignore[override]
+    def prepare(self, run: Run, params: BoundaryShrinkParams) -> None:
         self.f0 = frozen_copy(run.ctx.original, run.device)
 
-    def epoch(self, run: Run, params: BoundaryShrinkParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: BoundaryShrinkParams, epoch: int) -> None:
         for size, x, y in passes(run, run.ctx.forget, params.batch_size, TAG_FORGET):
             target = fgsm_neighbour_labels(self.f0, x, y, params.bound, run.ctx)
             logits, _ = run.forward(run.model, x)
@@ -127,19 +132,19 @@ def _resized(layer: nn.Linear, outputs: int) -> nn.Linear:
 
 
 @METHODS.register("boundary_expanding", "Boundary expanding: D_f pushed into an extra shadow class, then pruned (class removal)")
-class BoundaryExpanding(UnlearningMethod):
+class BoundaryExpanding(UnlearningMethod[BoundaryExpandingParams]):
     Params = BoundaryExpandingParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": for_families(REFERENCE, SOURCE, NOTE)}
     space: ClassVar[dict[str, Any]] = dict(SPACE)
     scenario_kinds = CLASS_REMOVAL
 
-    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: BoundaryExpandingParams) -> nn.Module:  # type: ignore[override]
+    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: BoundaryExpandingParams) -> nn.Module:
         torch.manual_seed(ctx.seed)  # the shadow row's initialisation
         parent, attr, layer = output_layer(model, ctx.data.num_classes)
         setattr(parent, attr, _resized(layer, ctx.data.num_classes + 1))
         return model
 
-    def epoch(self, run: Run, params: BoundaryExpandingParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: BoundaryExpandingParams, epoch: int) -> None:
         shadow = run.ctx.data.num_classes
         for size, x, _ in passes(run, run.ctx.forget, params.batch_size, TAG_FORGET):
             logits, _ = run.forward(run.model, x)
@@ -148,7 +153,7 @@ class BoundaryExpanding(UnlearningMethod):
             run.step(loss)
             run.record("loss", loss)
 
-    def finish(self, run: Run, params: BoundaryExpandingParams) -> nn.Module:  # type: ignore[override]
+    def finish(self, run: Run, params: BoundaryExpandingParams) -> nn.Module:
         k = run.ctx.data.num_classes
         parent, attr, layer = output_layer(run.model, k + 1)
         setattr(parent, attr, _resized(layer, k))

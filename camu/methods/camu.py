@@ -25,7 +25,7 @@ scales, epochs, the counterfactual noise scale and the blend of x_f into the par
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -46,6 +46,7 @@ from camu.methods.base import (
     MethodError,
     MethodParams,
     Preset,
+    Run,
     Setting,
     UnlearnContext,
     UnlearningMethod,
@@ -54,9 +55,6 @@ from camu.methods.base import (
 from camu.models import has_batch_norm
 from camu.optim import adam
 from camu.runtime import autocast, place_input
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 TARGET_BATCH = 512  # batch size of the one-off frozen-model passes
 
@@ -140,7 +138,7 @@ class _Targets:
 
 
 @METHODS.register("camu", "CaMU (Shen et al. 2024): counterfactual representation + output alignment, two optimizers")
-class Camu(UnlearningMethod):
+class Camu(UnlearningMethod[CamuParams]):
     """CaMU unlearning; see the module docstring for the math and references.
 
     Presets: ``official`` is the reference configuration of the model's family (the paper's CNN: MNIST-like;
@@ -171,12 +169,12 @@ class Camu(UnlearningMethod):
         values = official_params(setting.dataset, setting.scenario_kind, families[name]).model_dump()
         return Preset(values, OFFICIAL_SOURCE)
 
-    def optimizers(self, model: nn.Module, params: CamuParams) -> dict[str, torch.optim.Optimizer]:  # type: ignore[override]
+    def optimizers(self, model: nn.Module, params: CamuParams) -> dict[str, torch.optim.Optimizer]:
         # Two Adam optimizers on the same parameters, as the official code: [1] representation, [2] output.
         return {"rep": adam(model.parameters(), params.lr_rep, params.weight_decay),
                 "out": adam(model.parameters(), params.lr_out, params.weight_decay)}
 
-    def prepare(self, run: Run, params: CamuParams) -> None:  # type: ignore[override]
+    def prepare(self, run: Run, params: CamuParams) -> None:
         self.params = params
         self.f0 = frozen_copy(run.ctx.original, run.device)
         self.together = params.batch_forward == "always" or (
@@ -184,7 +182,7 @@ class Camu(UnlearningMethod):
         self.pairing: Pairing | None = None
         self.targets: _Targets | None = None
 
-    def epoch(self, run: Run, params: CamuParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: CamuParams, epoch: int) -> None:
         if self.targets is None or params.redraw_partners:
             self.pairing = self._pairing(run.ctx, params, epoch)
             self.targets = self._targets(run.ctx, params, self.f0, self.pairing, epoch)

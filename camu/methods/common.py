@@ -5,15 +5,12 @@ come from the shared loop)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from camu.methods.base import MethodParams
-
-if TYPE_CHECKING:
-    from camu.loop import Run
+from camu.methods.base import MethodParams, Run
 
 # Tags of the per-epoch generators (data order, random labels...), so that streams never collide.
 TAG_RETAIN, TAG_FORGET, TAG_LABELS, TAG_SUBSET, TAG_MIXED = 11, 12, 13, 14, 15

@@ -9,13 +9,10 @@ Search space: lr in [1e-4, 1e-1] (log), epochs in [1, 10].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod, for_families
 from camu.methods.common import TAG_RETAIN, OptimParams, cross_entropy_pass
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class FinetuneParams(OptimParams):
@@ -27,11 +24,11 @@ SOURCE = ("github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/unlea
 
 
 @METHODS.register("finetune", "FT: plain training on D_r only (catastrophic forgetting of D_f)")
-class Finetune(UnlearningMethod):
+class Finetune(UnlearningMethod[FinetuneParams]):
     Params = FinetuneParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {
         "reference": for_families({"lr": 0.01, "epochs": 10, "batch_size": 256}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]}}
 
-    def epoch(self, run: Run, params: FinetuneParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: FinetuneParams, epoch: int) -> None:
         cross_entropy_pass(run, run.ctx.retain, params.batch_size, TAG_RETAIN)

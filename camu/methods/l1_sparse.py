@@ -12,16 +12,13 @@ Search space: alpha in [1e-6, 1e-3] (log), lr in [1e-4, 1e-1] (log), epochs in [
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod, for_families
 from camu.methods.common import TAG_RETAIN, OptimParams, cross_entropy_pass
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class L1SparseParams(OptimParams):
@@ -40,14 +37,14 @@ SOURCE = ("github.com/OPTML-Group/Unlearn-Sparse@80ba55d, unlearn/FT.py (FT_l1) 
 
 
 @METHODS.register("l1_sparse", "l1-sparse: fine-tuning on D_r with a decaying l1 penalty (Jia et al. 2023)")
-class L1Sparse(UnlearningMethod):
+class L1Sparse(UnlearningMethod[L1SparseParams]):
     Params = L1SparseParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {
         "reference": for_families({"alpha": 5e-4, "lr": 0.01, "epochs": 10, "batch_size": 256}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"alpha": {"loguniform": [1.0e-6, 1.0e-3]}, "lr": {"loguniform": [1.0e-4, 1.0e-1]},
                                        "epochs": {"randint": [1, 10]}}
 
-    def epoch(self, run: Run, params: L1SparseParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: L1SparseParams, epoch: int) -> None:
         weight = l1_weight(params.alpha, epoch, params.epochs, params.no_l1_epochs)
 
         def penalty() -> torch.Tensor:

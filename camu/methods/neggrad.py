@@ -8,13 +8,10 @@ Search space: lr in [1e-6, 1e-2] (log), epochs in [1, 10].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod, for_families
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod, for_families
 from camu.methods.common import TAG_FORGET, OptimParams, cross_entropy_pass
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class NegGradParams(OptimParams):
@@ -26,11 +23,11 @@ SOURCE = ("github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/unlea
 
 
 @METHODS.register("neggrad", "NegGrad: gradient ascent on D_f")
-class NegGrad(UnlearningMethod):
+class NegGrad(UnlearningMethod[NegGradParams]):
     Params = NegGradParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {
         "reference": for_families({"lr": 1e-4, "epochs": 5, "batch_size": 256}, SOURCE)}
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-2]}, "epochs": {"randint": [1, 10]}}
 
-    def epoch(self, run: Run, params: NegGradParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: NegGradParams, epoch: int) -> None:
         cross_entropy_pass(run, run.ctx.forget, params.batch_size, TAG_FORGET, sign=-1.0)

@@ -19,17 +19,14 @@ epochs in [1, 10].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod
 from camu.methods.common import TAG_FORGET, TAG_RETAIN, OptimParams, passes
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class NegGradPlusParams(OptimParams):
@@ -49,7 +46,7 @@ SOURCE = "github.com/meghdadk/SCRUB@98ffb11"
 
 
 @METHODS.register("neggrad_plus", "NegGrad+: descent on D_r and ascent on D_f in one loss (Kurmanji et al. 2023)")
-class NegGradPlus(UnlearningMethod):
+class NegGradPlus(UnlearningMethod[NegGradPlusParams]):
     Params = NegGradPlusParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": {
         "mnist": Preset({"alpha": 0.95, "lr": 0.01, "epochs": 10, "batch_size": 128, "forget_batch_size": 64,
@@ -65,14 +62,14 @@ class NegGradPlus(UnlearningMethod):
     space: ClassVar[dict[str, Any]] = {"alpha": {"choice": [0.9, 0.95, 0.99, 0.999, 0.9999]},
                                        "lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]}}
 
-    deviations = ("D_f batches are reshuffled on every cycle; the reference's itertools.cycle replays its first "
-                  "pass in the same order",)
+    deviations = (("D_f batches are reshuffled on every cycle; the reference's itertools.cycle replays its first "
+                  "pass in the same order"),)
 
-    def prepare(self, run: Run, params: NegGradPlusParams) -> None:  # type: ignore[override]
+    def prepare(self, run: Run, params: NegGradPlusParams) -> None:
         # theta_0: the original's weights (also after a resume, when the trainable copy has moved)
         self.theta0 = [p.detach().to(run.device).clone() for p in run.ctx.original.parameters()] if params.pull else []
 
-    def epoch(self, run: Run, params: NegGradPlusParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: NegGradPlusParams, epoch: int) -> None:
         if params.eval_mode:
             run.model.eval()
         forget = _cycle(run, run.ctx.forget, params.forget_batch_size)
@@ -91,7 +88,7 @@ class NegGradPlus(UnlearningMethod):
             run.record("loss", loss)
 
 
-def _cycle(run: Run, indices: torch.Tensor, batch_size: int):  # noqa: ANN202 - an endless iterator
+def _cycle(run: Run, indices: torch.Tensor, batch_size: int):
     """Passes over ``indices`` one after the other, each freshly shuffled. The reference cycles its loader
     with ``itertools.cycle``, which replays the first pass's batches in the same order (a kept deviation,
     listed in ``deviations``)."""

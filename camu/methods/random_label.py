@@ -20,18 +20,14 @@ Search space: lr in [1e-4, 1e-1] (log), epochs in [1, 10].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod
 from camu.methods.common import TAG_FORGET, TAG_LABELS, TAG_MIXED, TAG_RETAIN, OptimParams, cross_entropy_pass
-
-if TYPE_CHECKING:
-    from camu.loop import Run
-
 
 SMALL_SCALE_NOTE = "not published: the references have no small-scale setting, and the CIFAR one (SGD lr 0.01, momentum 0.9) collapses the paper's CNN (mnist10k, measured: RA 12.8% class removal, 13.9% random removal; the first random-label steps meet logits ~19 nats off); lr 1e-4 is the largest of 1e-2, 3e-3, 1e-3, 3e-4, 1e-4 that keeps RA within 5 points in both scenarios on mnist10k both as idx files and as an image folder (3e-4 cost 49 points on the image folder's random removal; benchmarks/preset_health.py)"
 
@@ -100,7 +96,7 @@ SOURCE = ("github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/unlea
 
 
 @METHODS.register("random_label", "RL: D_f relabelled at random, then D_r")
-class RandomLabel(UnlearningMethod):
+class RandomLabel(UnlearningMethod[RandomLabelParams]):
     Params = RandomLabelParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": {
         "cifar": Preset({"lr": 0.01, "epochs": 10, "batch_size": 256}, SOURCE),
@@ -108,8 +104,8 @@ class RandomLabel(UnlearningMethod):
     }}
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]}}
 
-    deviations = ("mnist family: lr 1e-4, not the published 0.01 (which collapses the paper's CNN; see the preset's "
-                  "note)",)
+    deviations = (("mnist family: lr 1e-4, not the published 0.01 (which collapses the paper's CNN; see the preset's "
+                  "note)"),)
 
-    def epoch(self, run: Run, params: RandomLabelParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: RandomLabelParams, epoch: int) -> None:
         random_label_pass(run, params, schedule=resolved_schedule(params.schedule, run.ctx.data.num_classes))

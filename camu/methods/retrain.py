@@ -9,7 +9,7 @@ No search space: it is the target the other methods are judged against.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
@@ -17,15 +17,13 @@ from torch import nn
 from camu.methods.base import (
     METHODS,
     Preset,
+    Run,
     UnlearnContext,
     UnlearningMethod,
     for_families,
     reinitialised_copy,
 )
 from camu.methods.common import TAG_RETAIN, OptimParams, cross_entropy_pass
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class RetrainParams(OptimParams):
@@ -37,13 +35,13 @@ class RetrainParams(OptimParams):
 
 
 @METHODS.register("retrain", "Retrain from scratch on D_r (in a job: the cached oracle, never trained twice)")
-class Retrain(UnlearningMethod):
+class Retrain(UnlearningMethod[RetrainParams]):
     Params = RetrainParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"recipe": for_families({}, "the job's original.recipe (the oracle is trained with it)")}
     reuses_oracle = True
 
-    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: RetrainParams) -> nn.Module:  # type: ignore[override]
+    def adapt(self, model: nn.Module, ctx: UnlearnContext, params: RetrainParams) -> nn.Module:
         return reinitialised_copy(model, ctx.device, seed=ctx.seed).train()
 
-    def epoch(self, run: Run, params: RetrainParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: RetrainParams, epoch: int) -> None:
         cross_entropy_pass(run, run.ctx.retain, params.batch_size, TAG_RETAIN)

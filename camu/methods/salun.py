@@ -20,21 +20,17 @@ Search space: lr in [1e-4, 1e-1] (log), epochs in [1, 10], mask_ratio in [0.1, 0
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod
 from camu.methods.common import TAG_FORGET, passes
 from camu.methods.random_label import RandomLabelParams, random_label_pass, resolved_schedule
 from camu.runtime import eval_mode
-
-if TYPE_CHECKING:
-    from camu.loop import Run
-
 
 SMALL_SCALE_NOTE = "not published: the references have no small-scale setting, and the CIFAR one (SGD lr 0.013, momentum 0.9) collapses the paper's CNN (mnist10k, measured: RA 12.8% class removal, 17.7% random removal; the first random-label steps meet logits ~19 nats off); lr 1e-4 is the largest of 1e-2, 3e-3, 1e-3, 3e-4, 1e-4 that keeps RA within 5 points in both scenarios on mnist10k both as idx files and as an image folder (3e-4 cost 49 points on the image folder's random removal; benchmarks/preset_health.py)"
 
@@ -97,7 +93,7 @@ SOURCE = ("github.com/OPTML-Group/Unlearn-Saliency@a6e89fd, Classification/gener
 
 
 @METHODS.register("salun", "SalUn: random labels on the weights with the largest forget-loss gradient saliency")
-class SalUn(UnlearningMethod):
+class SalUn(UnlearningMethod[SalUnParams]):
     Params = SalUnParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": {
         "cifar": Preset({"lr": 0.013, "epochs": 10, "batch_size": 256, "mask_ratio": 0.5}, SOURCE),
@@ -107,10 +103,10 @@ class SalUn(UnlearningMethod):
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-4, 1.0e-1]}, "epochs": {"randint": [1, 10]},
                                        "mask_ratio": {"uniform": [0.1, 0.9]}}
 
-    deviations = ("mnist family: lr 1e-4, not the published 0.013 (which collapses the paper's CNN; see the preset's "
-                  "note)", "follows the code after the Feb-2026 weight-decay fix (a6e89fd); the paper's numbers predate it")
+    deviations = (("mnist family: lr 1e-4, not the published 0.013 (which collapses the paper's CNN; see the preset's "
+                  "note)"), "follows the code after the Feb-2026 weight-decay fix (a6e89fd); the paper's numbers predate it")
 
-    def prepare(self, run: Run, params: SalUnParams) -> None:  # type: ignore[override]
+    def prepare(self, run: Run, params: SalUnParams) -> None:
         # The saliency is that of the original: on a resume the model already moved, so use a fresh copy.
         from camu.methods.base import trainable_copy
 
@@ -125,6 +121,6 @@ class SalUn(UnlearningMethod):
         original = dict(run.ctx.original.named_parameters())
         self.keeper.frozen = {name: original[name].detach().to(run.device).clone() for name in self.mask}
 
-    def epoch(self, run: Run, params: SalUnParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: SalUnParams, epoch: int) -> None:
         random_label_pass(run, params, grad_mask=self.mask,
                           schedule=resolved_schedule(params.schedule, run.ctx.data.num_classes))

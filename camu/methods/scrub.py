@@ -24,17 +24,14 @@ kd_T in [1, 8].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from camu.methods.base import METHODS, Preset, UnlearningMethod, frozen_copy
+from camu.methods.base import METHODS, Preset, Run, UnlearningMethod, frozen_copy
 from camu.methods.common import TAG_FORGET, TAG_RETAIN, OptimParams, passes
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class ScrubParams(OptimParams):
@@ -63,7 +60,7 @@ def scrub_lr(base: float, epoch: int, decay_epochs: list[int], rate: float) -> f
 
 
 @METHODS.register("scrub", "SCRUB: max-steps away from the original on D_f, min-steps towards it on D_r")
-class Scrub(UnlearningMethod):
+class Scrub(UnlearningMethod[ScrubParams]):
     Params = ScrubParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": {
         "cifar": Preset({"lr": 5e-4, "epochs": 3, "msteps": 2, "gamma": 0.99, "alpha": 0.001, "kd_T": 4.0,
@@ -82,10 +79,10 @@ class Scrub(UnlearningMethod):
                                        "msteps": {"randint": [1, 5]}, "alpha": {"loguniform": [1.0e-4, 1.0]},
                                        "kd_T": {"uniform": [1.0, 8.0]}}
 
-    def prepare(self, run: Run, params: ScrubParams) -> None:  # type: ignore[override]
+    def prepare(self, run: Run, params: ScrubParams) -> None:
         self.teacher = frozen_copy(run.ctx.original, run.device)
 
-    def epoch(self, run: Run, params: ScrubParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: ScrubParams, epoch: int) -> None:
         run.set_lr("main", scrub_lr(params.lr, epoch, params.lr_decay_epochs, params.lr_decay_rate))
         if epoch < params.msteps:
             for size, x, _ in passes(run, run.ctx.forget, params.forget_batch_size, TAG_FORGET):

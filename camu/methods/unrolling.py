@@ -24,7 +24,7 @@ Search space: lr in [1e-6, 1e-1] (log), scale in [1, 50].
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from camu.methods.base import (
     MethodError,
     MethodParams,
     Preset,
+    Run,
     Setting,
     UnlearningMethod,
     frozen_copy,
@@ -42,9 +43,6 @@ from camu.methods.base import (
 from camu.methods.common import TAG_FORGET, passes
 from camu.optim import sgd
 from camu.training import TrainRecipe
-
-if TYPE_CHECKING:
-    from camu.loop import Run
 
 
 class UnrollingParams(MethodParams):
@@ -60,18 +58,18 @@ SOURCE = ("github.com/cleverhans-lab/unrolling-sgd@49e001f, Privacy_risk_score/C
 
 
 @METHODS.register("unrolling_sgd", "Unrolling SGD: one correction step with D_f's gradient at the initial weights")
-class UnrollingSGD(UnlearningMethod):
+class UnrollingSGD(UnlearningMethod[UnrollingParams]):
     Params = UnrollingParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": {}}  # from the job's recipe (preset_entry)
     space: ClassVar[dict[str, Any]] = {"lr": {"loguniform": [1.0e-6, 1.0e-1]}, "scale": {"randint": [1, 50]}}
     lr_fields = ()  # lr is the original's training lr: data parallelism of the unlearning does not change it
     needs_initial = True
-    deviations = ("refuses momentum and Adam originals by default although the reference's own verification scripts "
+    deviations = (("refuses momentum and Adam originals by default although the reference's own verification scripts "
                   "train with SGD momentum 0.9 and apply it anyway (Correlation_PRS.py): the derivation is for plain "
-                  "SGD, and accept_non_sgd_original: true applies it to any original",
-                  "the CaMU paper applies it to an Adam-trained original; jobs must opt in with "
+                  "SGD, and accept_non_sgd_original: true applies it to any original"),
+                  ("the CaMU paper applies it to an Adam-trained original; jobs must opt in with "
                   "accept_non_sgd_original: true (no derivation for Adam; on mnist10k written as an image folder, class "
-                  "removal, it cost 8.1 points of RA, on the idx files 0.5)",)
+                  "removal, it cost 8.1 points of RA, on the idx files 0.5)"),)
 
     def preset_names(self, setting: Setting) -> list[str]:
         return ["reference"]
@@ -93,14 +91,14 @@ class UnrollingSGD(UnlearningMethod):
                 f"set original.recipe.optimizer: sgd (momentum 0), or params: {{accept_non_sgd_original: true}} "
                 f"to apply it anyway (as the CaMU paper's Unrolling row)")
 
-    def num_epochs(self, params: UnrollingParams) -> int:  # type: ignore[override]
+    def num_epochs(self, params: UnrollingParams) -> int:
         return 1
 
-    def optimizers(self, model: torch.nn.Module, params: UnrollingParams) -> dict[str, torch.optim.Optimizer]:  # type: ignore[override]
+    def optimizers(self, model: torch.nn.Module, params: UnrollingParams) -> dict[str, torch.optim.Optimizer]:
         # the correction is theta += lr * scale * g, i.e. one plain SGD step on -g with lr * scale
         return {"main": sgd(model.parameters(), params.lr * params.scale)}
 
-    def epoch(self, run: Run, params: UnrollingParams, epoch: int) -> None:  # type: ignore[override]
+    def epoch(self, run: Run, params: UnrollingParams, epoch: int) -> None:
         if run.ctx.initial is None:
             raise ValueError("unrolling_sgd needs the original's initial weights (UnlearnContext.initial)")
         w0 = frozen_copy(run.ctx.initial, run.device, train_mode=True)  # the reference runs w_0 in train mode

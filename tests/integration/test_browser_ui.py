@@ -19,8 +19,8 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.record.identity import experiment_name
 from tests.integration.conftest import in_job_folder
-from orchestrator.identity import experiment_name
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [pytest.mark.integration, pytest.mark.browser,
@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 def _line(output: str, label: str) -> str:
-    found = re.search(rf"^{re.escape(label)}\s+(\S+)$", output, re.M)
+    found = re.search(rf"^{re.escape(label)}\s+(\S+)$", output, re.MULTILINE)
     assert found, f"{label!r} not printed:\n{output[-3000:]}"
     return found.group(1)
 

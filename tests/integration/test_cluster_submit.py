@@ -20,7 +20,7 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.identity import experiment_name, registered_model_name
+from orchestrator.record.identity import experiment_name, registered_model_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def _started(ray, env, nodes, gcs, dash, mlflow_port, temp_dir, tmp, token):
 
 
 def _cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "camu-orch"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([str(BIN / "camu-orch"), *args], check=False, env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -9,13 +9,21 @@ import json
 import pytest
 import torch
 
-from camu import TrainRecipe, build_model, load_dataset, make_split, official_params, save_split, train_classifier
+from camu import (
+    TrainRecipe,
+    build_model,
+    load_dataset,
+    make_split,
+    official_params,
+    save_split,
+    train_classifier,
+)
 from camu.weights import read_state_dict, save_weights
-from orchestrator.launch import make_trainer
-from orchestrator.spec import ObjectiveSpec, ResourcesSpec
-from orchestrator.tracking import Tracker
-from orchestrator.trial import Named, TrialConfig, WorkerConfig
-from orchestrator.workers import unlearn_worker
+from orchestrator.execution.trainer import make_trainer
+from orchestrator.job.spec import ObjectiveSpec, ResourcesSpec
+from orchestrator.record.tracking import Tracker
+from orchestrator.worker.unlearning import unlearn_worker
+from orchestrator.worker.wire import Named, TrialConfig, WorkerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +54,7 @@ def _fit(cfg: dict, workers: int) -> tuple[dict, dict]:
     run_id = tracker.find_or_create_run(cfg["exp"], f"w{workers}", {}, key=f"w{workers}")
     out = f"{cfg['tmp']}/w{workers}"
     config = TrialConfig(worker=cfg["worker"], method="camu", params=cfg["params"], run_id=run_id, out_dir=out)
-    make_trainer(unlearn_worker, config.model_dump(), ResourcesSpec(num_workers=workers, worker_max_failures=0),
+    make_trainer(unlearn_worker, config, ResourcesSpec(num_workers=workers, worker_max_failures=0),
                  f"dp-{workers}", f"{cfg['tmp']}/storage").fit()
     return json.loads(open(f"{out}/final.json").read()), read_state_dict(f"{out}/weights.safetensors")
 

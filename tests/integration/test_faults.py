@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from orchestrator.identity import experiment_name
+
+from orchestrator.record.identity import experiment_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -84,7 +85,7 @@ def _trial_runs(work: Path) -> list:
 
 
 def _train_workers(cwd_marker: str) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "pid,args"], check=False, capture_output=True, text=True).stdout
     return [int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line]
 
 

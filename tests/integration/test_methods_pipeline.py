@@ -14,8 +14,8 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.record.identity import experiment_name, registered_model_name
 from tests.integration.conftest import in_job_folder
-from orchestrator.identity import experiment_name, registered_model_name
 
 pytestmark = pytest.mark.integration
 

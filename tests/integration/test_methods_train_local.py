@@ -10,14 +10,14 @@ import json
 import pytest
 import torch
 
-from camu.methods.base import Setting
 from camu import METHODS, TrainRecipe, build_model, load_dataset, make_split, save_split, train_classifier
+from camu.methods.base import Setting
 from camu.weights import save_weights
-from orchestrator.launch import make_trainer
-from orchestrator.spec import ObjectiveSpec, ResourcesSpec
-from orchestrator.tracking import Tracker
-from orchestrator.trial import Named, TrialConfig, WorkerConfig
-from orchestrator.workers import unlearn_worker
+from orchestrator.execution.trainer import make_trainer
+from orchestrator.job.spec import ObjectiveSpec, ResourcesSpec
+from orchestrator.record.tracking import Tracker
+from orchestrator.worker.unlearning import unlearn_worker
+from orchestrator.worker.wire import Named, TrialConfig, WorkerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def test_one_epoch_in_train_local_mode(name, shared):
     params = {**params, **({"epochs": 1} if "epochs" in params else {})}
     run_id = tracker.find_or_create_run(experiment, name, {}, key=name)
     config = TrialConfig(worker=worker, method=name, params=params, run_id=run_id, out_dir=str(tmp / name))
-    make_trainer(unlearn_worker, config.model_dump(), ResourcesSpec(num_workers=0), f"local-{name}",
+    make_trainer(unlearn_worker, config, ResourcesSpec(num_workers=0), f"local-{name}",
                  str(tmp / "storage")).fit()
     final = json.loads((tmp / name / "final.json").read_text())
     assert {"ra", "fa", "ta", "mia_official", "avg_gap", "objective", "unlearn_seconds"} <= set(final)

@@ -27,7 +27,7 @@ def _creator(ray):
 
 
 def test_orphaned_group_is_released_and_a_live_one_is_reported(ray_cluster):
-    from orchestrator.placement import wait_until_released
+    from orchestrator.execution.placement import wait_until_released
 
     ray = ray_cluster
     creator = _creator(ray).remote()
@@ -42,7 +42,7 @@ def test_orphaned_group_is_released_and_a_live_one_is_reported(ray_cluster):
 
 
 def test_a_group_whose_creator_lingers_is_removed_after_the_timeout(ray_cluster):
-    from orchestrator.placement import wait_until_released
+    from orchestrator.execution.placement import wait_until_released
 
     ray = ray_cluster
     creator = _creator(ray).remote()

@@ -40,7 +40,7 @@ def _checkpoint_folders() -> set[str]:
 
 
 def test_early_stopped_trials_release_their_resources(ray_cluster, tmp_path, monkeypatch):
-    from orchestrator.placement import orphaned_placement_groups
+    from orchestrator.execution.placement import orphaned_placement_groups
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

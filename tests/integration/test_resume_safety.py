@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.identity import OWNER_TAG, experiment_name, run_identity_tags
-from orchestrator.naming import content_hash
+from orchestrator.record.identity import OWNER_TAG, experiment_name, run_identity_tags
+from orchestrator.record.run_identity import content_hash
 from tests.integration.conftest import in_job_folder
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 

@@ -4,6 +4,7 @@ sweep, a real sqlite MLflow store; the run tree, artifacts, registry and `result
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.record.identity import experiment_name, registered_model_name
 from tests.integration.conftest import in_job_folder
-from orchestrator.identity import experiment_name, registered_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def test_mlflow_run_tree(submitted):
     exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
     jobs = _runs(client, exp.experiment_id, "tags.`camu.role` = 'job'")
     assert len(jobs) == 2 and all(j.info.status == "FINISHED" for j in jobs)
-    parent = sorted(jobs, key=lambda r: r.info.start_time)[0]
+    parent = min(jobs, key=lambda r: r.info.start_time)
     assert parent.data.params["dataset.name"] == "digits"
     assert parent.data.params["resources.num_workers"] == "2"
     children = _runs(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -169,7 +170,7 @@ def test_results_table(submitted):
 def test_first_job_recorded_the_failed_trial(submitted):
     client = submitted["client"]
     exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
-    parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
+    parent = min(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)
     local = client.download_artifacts(parent.info.run_id, "eval/summary.parquet", str(submitted["work"]))
     rows = pq.read_table(local).to_pylist()
     sweep = [r for r in rows if r["method"] == "camu" and not r["trial_id"].startswith("preset")]
@@ -184,12 +185,12 @@ def test_submit_ends_with_a_report_that_says_a_trial_failed(submitted):
     first = submitted["first"].output
     found = re.search(r"report:\s+(\S+report\.html)", first)
     assert found, first[-2000:]
-    html = open(found.group(1), encoding="utf-8").read()
+    html = Path(found.group(1)).read_text(encoding="utf-8")
     assert "1 trial(s) of this scenario did not finish" in html
     assert html.count("data:image/png;base64,") >= 4  # trade-off, frontier, per-epoch, membership
     client = submitted["client"]
     exp = client.get_experiment_by_name(experiment_name("tiny-exp", "owner"))
-    parent = sorted(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)[0]
+    parent = min(_runs(client, exp.experiment_id, "tags.`camu.role` = 'job'"), key=lambda r: r.info.start_time)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "report/figures")}
     assert "report/report.html" in logged

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
-from camu.methods.base import Setting
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
 from camu.data.datasets import IMAGENET_MEAN, IMAGENET_STD, CifarOptions, cifar_data
 from camu.data.views import ImageView, resample
-from camu.loop import Run
-from camu.methods import METHODS, UnlearnContext, run_method
+from camu.loop import Run, run_method
+from camu.methods import METHODS, UnlearnContext
+from camu.methods.base import Setting
 from camu.training import TrainRecipe, train_classifier
 
 CPU = torch.device("cpu")
@@ -112,7 +112,7 @@ def test_fast_cifar_pad_crop_is_random_crop_32_padding_4_with_black_padding_and_
     padded = F.pad(pixels, (4, 4, 4, 4), value=0.0)  # black
     m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
     for i in range(20):
-        ox, oy = int(round(float(crops[i, 0]) * 32)) + 4, int(round(float(crops[i, 1]) * 32)) + 4
+        ox, oy = round(float(crops[i, 0]) * 32) + 4, round(float(crops[i, 1]) * 32) + 4
         assert 0 <= ox <= 8 and 0 <= oy <= 8
         window = padded[i, :, oy: oy + 32, ox: ox + 32]
         if crops[i, 4] > 0.5:

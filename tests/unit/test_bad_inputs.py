@@ -362,14 +362,14 @@ def test_debug_shows_the_traceback(tmp_path, workdir):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A real sqlite store holding one job run that never finished and has no job.yaml."""
-    from orchestrator.tracking import Tracker
+    from orchestrator.record.tracking import Tracker
 
     folder = tmp_path_factory.mktemp("store")
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
-    from orchestrator.identity import experiment_name
+    from orchestrator.record.identity import experiment_name
 
     exp = tracker.experiment(experiment_name("e", "owner"))
-    from orchestrator.identity import run_identity_tags
+    from orchestrator.record.identity import run_identity_tags
 
     run = tracker.find_or_create_run(exp, "half", {"camu.role": "job", "camu.job": "half", "camu.submission": "s1",
                                                    **run_identity_tags()}, key="job:half:s1")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.cache import CacheEntryError, entry, fetch_or_build, file_digest
+from orchestrator.driver.cache import CacheEntryError, entry, fetch_or_build, file_digest
 
 KEY = "k" * 20
 
@@ -59,7 +59,7 @@ def test_a_damaged_entry_is_moved_aside_and_rebuilt(tmp_path, damage, caplog):
         item.meta_path.write_text(json.dumps({"run_id": "r", "train_seconds": 1.0}))
     else:
         item.weights.unlink()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.cache"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.driver.cache"):
         item, meta, built = fetch_or_build(tmp_path, KEY, _build_with(b"retrained weights", calls))
     assert built and len(calls) == 2
     assert item.weights.read_bytes() == b"retrained weights" and meta["sha256"] == file_digest(item.weights)[0]
@@ -108,7 +108,7 @@ def test_an_interrupted_build_leaves_nothing_usable(tmp_path):
 
 
 def _publish_concurrently(cache: str, key: str, barrier, results, marker_dir: str) -> None:
-    from orchestrator.cache import fetch_or_build
+    from orchestrator.driver.cache import fetch_or_build
 
     def build(staging: Path) -> dict:
         (Path(marker_dir) / f"built-{os.getpid()}").touch()
@@ -148,9 +148,10 @@ def test_two_jobs_publishing_one_key_train_it_once(tmp_path):
 def job_ctx(tmp_path, monkeypatch):
     """A JobRun on a real sqlite store whose Train runs are replaced by a fake that writes weights."""
     from camu.weights import save_weights
-    from orchestrator import stages
-    from orchestrator.spec import parse_job
-    from orchestrator.tracking import Tracker
+    from orchestrator.driver import reference_models as stages
+    from orchestrator.driver.context import JobRun
+    from orchestrator.job.spec import parse_job
+    from orchestrator.record.tracking import Tracker
 
     spec = parse_job({"name": "cache", "dataset": {"name": "digits"}, "model": {"name": "mnist_cnn"},
                       "original": {"recipe": {"epochs": 1}},
@@ -162,13 +163,13 @@ def job_ctx(tmp_path, monkeypatch):
 
     def fake_fit(config, resources):
         trainings.append(config)
-        out = Path(config["out_dir"])
+        out = Path(config.out_dir)
         save_weights(_linear(len(trainings)), out / "weights.safetensors")  # each training its own weights
         (out / "train.json").write_text(json.dumps({"train_seconds": 2.5, "losses": []}))
 
     monkeypatch.setattr(stages, "make_trainer", lambda loop, config, *a, **k: config)
     monkeypatch.setattr(stages, "fit_trainer", fake_fit)
-    ctx = stages.JobRun(spec, None, tracker, tracker.uri, exp, "cache", parent, str(tmp_path / "runs"),
+    ctx = JobRun(spec, None, tracker, tracker.uri, exp, "cache", parent, str(tmp_path / "runs"),
                         str(tmp_path / "cache"), tmp_path / "job", [parent])
     return ctx, trainings
 
@@ -185,18 +186,18 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _oracle(ctx):
-    from orchestrator.stages import train_stage
+    from orchestrator.driver.reference_models import train_stage
 
     return train_stage(ctx, "oracle", None, torch.arange(50), "oracle")
 
 
 def test_train_stage_retrains_an_oracle_whose_weights_changed_on_disk(job_ctx, caplog):
     from camu.weights import read_state_dict
-    from orchestrator.cache import SHA_TAG
+    from orchestrator.driver.cache import SHA_TAG
 
     ctx, trainings = job_ctx
     first = _oracle(ctx)
-    assert len(trainings) == 1 and "tmp-" in Path(trainings[0]["out_dir"]).name  # trained in a staging folder
+    assert len(trainings) == 1 and "tmp-" in Path(trainings[0].out_dir).name  # trained in a staging folder
     weights = Path(first.weights)
     meta = json.loads((weights.parent / "meta.json").read_text())
     assert meta["sha256"] == file_digest(weights)[0] and meta["run_id"] == first.run_id
@@ -206,7 +207,7 @@ def test_train_stage_retrains_an_oracle_whose_weights_changed_on_disk(job_ctx, c
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01  # one byte of a cached oracle
     weights.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="orchestrator.cache"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.driver.cache"):
         again = _oracle(ctx)
     assert len(trainings) == 2, "the tampered oracle was trained again"
     assert str(weights.parent) in caplog.text
@@ -238,15 +239,16 @@ def test_a_loaded_original_is_keyed_by_its_content_and_pinned_for_a_resume(job_c
     import dataclasses
 
     from camu.weights import read_state_dict, save_weights
-    from orchestrator.stages import load_original
-    from orchestrator.validate import CheckedJob
-    from orchestrator.workers import new_model
+    from orchestrator.driver.reference_models import load_original
+    from orchestrator.job.validate import CheckedJob
+    from orchestrator.worker.loading import new_model
+    from orchestrator.worker.wire import DataConfig, Named
 
     ctx, _ = job_ctx
     source = tmp_path / "original.safetensors"
     spec = ctx.spec.model_copy(update={"original": ctx.spec.original.model_copy(update={"uri": str(source)})})
     checked = CheckedJob(spec, "job.yaml", {}, digits)
-    cfg = {"model": {"name": "mnist_cnn", "options": {}}}
+    cfg = DataConfig(dataset=Named(name="digits"), model=Named(name="mnist_cnn"))
     first_job = dataclasses.replace(ctx, spec=spec, checked=checked)
     save_weights(new_model(cfg, digits, 1), source)
     first = load_original(first_job)
@@ -271,14 +273,15 @@ def test_the_originals_initialisation_beside_it_is_rebuilt_when_tampered(job_ctx
     import dataclasses
 
     from camu.weights import read_state_dict
-    from orchestrator.stages import train_stage
-    from orchestrator.validate import CheckedJob
-    from orchestrator.workers import new_model
+    from orchestrator.driver.reference_models import train_stage
+    from orchestrator.job.validate import CheckedJob
+    from orchestrator.worker.loading import new_model
+    from orchestrator.worker.wire import DataConfig, Named
 
     ctx, trainings = job_ctx
     ctx = dataclasses.replace(ctx, checked=CheckedJob(ctx.spec, "job.yaml", {}, digits))
     first = train_stage(ctx, "original", None, torch.arange(len(digits.train)), "original")
-    expected = new_model({"model": {"name": "mnist_cnn", "options": {}}}, digits, ctx.spec.original.recipe.seed)
+    expected = new_model(DataConfig(dataset=Named(name="digits"), model=Named(name="mnist_cnn")), digits, ctx.spec.original.recipe.seed)
     initial = Path(first.initial)
     assert _same(expected.state_dict(), read_state_dict(initial))
     initial.write_bytes(initial.read_bytes()[:-8] + b"\x00" * 8)

@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 
 from camu import CamuParams, build_model, forget_indices, make_split, official_params, retain_indices
 from camu.data import load_dataset
-from camu.methods import UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import UnlearnContext
 
 CPU = torch.device("cpu")
 # First losses of the official MNIST class-removal configuration on the fixed toy run below

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from camu import build_model, forget_indices, make_split, official_params, retain_indices
 from camu.data import load_dataset
-from camu.methods import UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import UnlearnContext
 from camu.training import TrainRecipe, train_classifier
 
 CPU = torch.device("cpu")
@@ -64,7 +65,7 @@ def official_steps(data, f0, forget, retain, params, steps: int) -> tuple[list[f
     rep, out = [], []
     for t, k in list(zip(tuples, keeps))[:steps]:
         x_f, x_s, y_s = x_all[forget[t]], x_all[pool[k]], y_all[pool[k]]
-        kl = lambda target, emb: F.kl_div(F.log_softmax(emb, dim=1), target, reduction="sum")  # noqa: E731
+        kl = lambda target, emb: F.kl_div(F.log_softmax(emb, dim=1), target, reduction="sum")
         loss_rep = (params.w_rep_keep * kl(pool_target[k], f(x_s)[1]) + params.w_rep_forget * kl(cf_target[t], f(x_f)[1]))
         opt_rep.zero_grad()
         loss_rep.backward()

@@ -62,7 +62,7 @@ def test_results_of_unknown_job(tmp_path):
     out = runner.invoke(app, ["results", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert out.exit_code == 2 and "no MLflow store at" in out.output
     assert not os.path.exists(tmp_path / "m.db")  # a read-only command never creates a store
-    from orchestrator.tracking import Tracker
+    from orchestrator.record.tracking import Tracker
 
     Tracker(f"sqlite:///{tmp_path / 'm.db'}").experiment("e")
     out = runner.invoke(app, ["results", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])

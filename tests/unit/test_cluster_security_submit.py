@@ -13,13 +13,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import remote
 from orchestrator.cli import app
-from orchestrator.spec import JobSpecError
+from orchestrator.execution import jobs_api as remote
+from orchestrator.inputs import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "jobs" / "quickstart.yaml"
@@ -37,9 +38,9 @@ def _jobs_api(status: int):
     """A Ray dashboard stand-in: /api/version answers ``status`` to requests without a token."""
 
     class Handler(BaseHTTPRequestHandler):
-        seen: list[dict[str, str]] = []
+        seen: ClassVar[list[dict[str, str]]] = []
 
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             Handler.seen.append(dict(self.headers))
             authorized = self.headers.get("Authorization") == "Bearer good-token"
             code = 200 if authorized or status == 200 else status
@@ -102,7 +103,7 @@ def silent_head():
 def test_open_cluster_is_refused_unless_explicitly_allowed(http_head, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "good-token")  # our token must not be what makes the probe pass
     address, handler = http_head(200)
-    with pytest.raises(JobSpecError, match="answered the Jobs API without a token") as err:
+    with pytest.raises(InputError, match="answered the Jobs API without a token") as err:
         remote.require_authentication(address)
     assert "RAY_AUTH_MODE=token" in str(err.value) and "--allow-unauthenticated" in str(err.value)
     assert all("Authorization" not in h for h in handler.seen)  # the probe sent no credentials
@@ -138,7 +139,7 @@ def test_submit_to_an_open_cluster_exits_2_with_the_fix(http_head, monkeypatch):
 
 def test_client_refuses_an_address_that_ray_would_override(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "http://other-head:8265")
-    with pytest.raises(JobSpecError, match="unset RAY_ADDRESS"):
+    with pytest.raises(InputError, match="unset RAY_ADDRESS"):
         remote.client("http://head:8265")
 
 
@@ -160,7 +161,7 @@ def test_status_on_a_hung_head_through_the_real_entrypoint(silent_head):
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         env.pop(name, None)
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "orchestrator", "status", "camu-x", "--address", silent_head],
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "status", "camu-x", "--address", silent_head], check=False,
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "did not answer GET /api/version within 1s" in done.stderr
@@ -169,7 +170,7 @@ def test_status_on_a_hung_head_through_the_real_entrypoint(silent_head):
 
 def test_the_timeout_setting_is_checked(monkeypatch):
     monkeypatch.setenv(remote.HTTP_TIMEOUT_ENV, "soon")
-    with pytest.raises(JobSpecError, match=remote.HTTP_TIMEOUT_ENV):
+    with pytest.raises(InputError, match=remote.HTTP_TIMEOUT_ENV):
         remote.http_timeout_s()
     monkeypatch.setenv(remote.HTTP_TIMEOUT_ENV, "2.5")
     assert remote.http_timeout_s() == 2.5
@@ -253,7 +254,7 @@ def test_a_job_outside_jobs_travels_and_excludes_cannot_drop_code(tmp_path):
     assert "experiments/mine.yaml" in remote.upload_manifest(project, [], "experiments/mine.yaml")
     kept = remote.upload_manifest(project, [], "jobs/quick.yaml", ["/camu/data/*.json"])
     assert "camu/data/table.json" not in kept and "camu/data/x.py" in kept
-    with pytest.raises(JobSpecError, match=r"excludes.0: 'data/' would leave out camu/data/__init__.py"):
+    with pytest.raises(InputError, match=r"excludes.0: 'data/' would leave out camu/data/__init__.py"):
         remote.upload_manifest(project, [], "jobs/quick.yaml", ["data/"])
 
 
@@ -280,7 +281,7 @@ def test_the_project_imports_from_the_upload_alone(tmp_path):
              "print(camu.__file__); print(camu.data.__file__); print(orchestrator.cli.__file__)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONNOUSERSITE"] = "1"
-    done = subprocess.run([sys.executable, "-c", probe], cwd=staged, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", probe], check=False, cwd=staged, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     paths = done.stdout.split()
@@ -290,9 +291,9 @@ def test_the_project_imports_from_the_upload_alone(tmp_path):
 class FakeJobsApi(BaseHTTPRequestHandler):
     """Enough of a token-protected Ray dashboard for one submission: version, package upload, job submit."""
 
-    requests: list[tuple[str, str, str | None]] = []
-    packages: dict[str, bytes] = {}
-    jobs: list[dict] = []
+    requests: ClassVar[list[tuple[str, str, str | None]]] = []
+    packages: ClassVar[dict[str, bytes]] = {}
+    jobs: ClassVar[list[dict]] = []
 
     def _reply(self, code: int, body: object = None) -> None:
         data = json.dumps(body).encode() if body is not None else b""
@@ -309,7 +310,7 @@ class FakeJobsApi(BaseHTTPRequestHandler):
             return False
         return True
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if not self._authorized():
             return
         if self.path == "/api/version":
@@ -317,13 +318,13 @@ class FakeJobsApi(BaseHTTPRequestHandler):
         else:
             self._reply(404 if self.path.rsplit("/", 1)[-1] not in FakeJobsApi.packages else 200)
 
-    def do_PUT(self):  # noqa: N802
+    def do_PUT(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self._authorized():
             FakeJobsApi.packages[self.path.rsplit("/", 1)[-1]] = body
             self._reply(200)
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self._authorized():
             FakeJobsApi.jobs.append(body)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator import results
 from orchestrator.cli import app
+from orchestrator.record import summary as results
 
 runner = CliRunner()
 SEEDS = (0, 1)
@@ -49,7 +49,7 @@ def _summary() -> Any:
 
 def _record(tracker: Any, experiment: str, name: str, job: dict[str, Any]) -> str:
     """One finished job run as ``pipeline.run_job`` leaves it."""
-    from orchestrator.identity import run_identity_tags
+    from orchestrator.record.identity import run_identity_tags
 
     run = tracker.find_or_create_run(experiment, name, {"camu.role": "job", "camu.job": name,
                                                         "camu.submission": f"s-{name}", **run_identity_tags()},
@@ -62,11 +62,11 @@ def _record(tracker: Any, experiment: str, name: str, job: dict[str, Any]) -> st
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from orchestrator.tracking import Tracker
+    from orchestrator.record.tracking import Tracker
 
     folder = tmp_path_factory.mktemp("expect-store")
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
-    from orchestrator.identity import experiment_name
+    from orchestrator.record.identity import experiment_name
 
     experiment = tracker.experiment(experiment_name("expect", "owner"))
     _record(tracker, experiment, "checked", {**JOB, "expect": [PASSING, FAILING]})
@@ -141,8 +141,8 @@ def test_the_summary_without_check_is_unchanged(store, workdir):
 
 
 def test_the_report_reads_the_targets_from_the_job_run(store, workdir):
-    from orchestrator.report import build_report
-    from orchestrator.tracking import open_store
+    from orchestrator.record.report import build_report
+    from orchestrator.record.tracking import open_store
 
     build_report(open_store(store), "checked", workdir / "report.html", log=False)
     text = (workdir / "report.html").read_text()
@@ -153,8 +153,8 @@ def test_the_report_reads_the_targets_from_the_job_run(store, workdir):
 
 
 def test_tolerance_edge_and_single_seed():
-    from orchestrator.expectations import TargetResult, cells
-    from orchestrator.spec import ExpectSpec
+    from orchestrator.job.spec import ExpectSpec
+    from orchestrator.record.expectations import TargetResult, cells
 
     target = ExpectSpec(**{**PASSING, "value": 0.3, "tolerance": 0.1})
     assert TargetResult(target, 0.2, float("nan"), 1).passed  # 0.3 - 0.2 > 0.1 in float64, yet on the edge
@@ -191,8 +191,8 @@ def test_validation_lists_every_bad_target_at_once(tmp_path, workdir):
 
 
 def test_a_method_limited_to_other_scenarios_is_refused(tmp_path, workdir):
-    from orchestrator.spec import JobSpecError
-    from orchestrator.validate import check_job
+    from orchestrator.job.spec import JobSpecError
+    from orchestrator.job.validate import check_job
 
     job = {**JOB, "scenarios": [*JOB["scenarios"], {"name": "random10", "kind": "random", "fraction": 0.1}],
            "methods": [{"name": "camu", "scenarios": ["random10"]}], "expect": [PASSING]}

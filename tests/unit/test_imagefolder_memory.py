@@ -79,7 +79,7 @@ def test_available_memory_is_a_positive_number_here():
 
 def test_validation_reads_labels_not_pixels(tmp_path):
     """Files that cannot be decoded: the driver's validation still passes (it lists files and labels only)."""
-    from orchestrator.validate import check_job
+    from orchestrator.job.validate import check_job
 
     root = png_tree(tmp_path / "tree", {"train": 4, "val": 2}, garbage=True)
     from PIL import UnidentifiedImageError

@@ -16,7 +16,7 @@ print('ok')
 
 
 def test_camu_imports_without_ray_or_mlflow():
-    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", CODE], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
 

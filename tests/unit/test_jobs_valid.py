@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from orchestrator.methods import base_params, search_space, setting
-from orchestrator.validate import check_job
+from orchestrator.job.presets import base_params, search_space, setting
+from orchestrator.job.validate import check_job
 from tests.conftest import MNIST10K
 
 JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").rglob("*.yaml"))

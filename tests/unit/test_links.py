@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from orchestrator.links import DEFAULT_UI, UI_URL_ENV, UiLinks, serve_hint, ui_base, ui_url_problem
+from orchestrator.record.links import DEFAULT_UI, UI_URL_ENV, UiLinks, serve_hint, ui_base, ui_url_problem
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
-from camu.loop import run_unlearning
-from camu.methods import METHODS, UnlearnContext, run_method
+from camu.loop import run_method, run_unlearning
+from camu.methods import METHODS, UnlearnContext
 from camu.training import TrainRecipe, train_classifier
 
 CPU = torch.device("cpu")

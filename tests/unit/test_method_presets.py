@@ -20,9 +20,9 @@ from camu.models import model_family
 from camu.runtime import autocast, set_precision
 from camu.training import TrainRecipe, train_classifier
 from orchestrator.cli import app
-from orchestrator.methods import base_params, setting
-from orchestrator.spec import MethodSpec, ResourcesSpec
-from orchestrator.workers import scaled_params
+from orchestrator.job.presets import base_params, setting
+from orchestrator.job.spec import MethodSpec, ResourcesSpec
+from orchestrator.worker.unlearning import scaled_params
 
 runner = CliRunner()
 JOB = {
@@ -179,8 +179,8 @@ def test_training_key_fields_change_only_for_new_regimes():
     from pathlib import Path
 
     from camu.data.datasets import CifarOptions, cifar_data
-    from orchestrator.spec import JobSpec
-    from orchestrator.stages import training_key_fields
+    from orchestrator.driver.context import training_key_fields
+    from orchestrator.job.spec import JobSpec
 
     base = {"name": "k", "dataset": {"name": "digits"}, "model": {"name": "mnist_cnn"},
             "scenarios": [{"name": "c", "kind": "classes", "classes": [1]}]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spec import JobSpec
+from orchestrator.job.spec import JobSpec
 
 BASE = {"name": "j", "dataset": {"name": "digits"}, "model": {"name": "mnist_cnn"},
         "scenarios": [{"name": "c", "kind": "classes", "classes": [3]}], "seeds": [0, 1, 2, 3, 4]}
@@ -30,7 +30,7 @@ def test_compare_runs_a_method_only_on_its_seeds(monkeypatch):
     """compare_method hands the preset runs only the references of the method's own seeds."""
     from types import SimpleNamespace
 
-    import orchestrator.compare as compare
+    import orchestrator.driver.method_stage as compare
 
     spec = JobSpec.model_validate({**BASE, "methods": [{"name": "finetune", "seeds": [1, 3], "sweep": {"space": {}}}]})
     seen = []
@@ -49,7 +49,7 @@ def test_an_empty_space_runs_the_preset_alone(monkeypatch, space, trials):
     search, so it runs only when there is one."""
     from types import SimpleNamespace
 
-    import orchestrator.compare as compare
+    import orchestrator.driver.method_stage as compare
 
     method = {"name": "camu", **({"sweep": {"space": space}} if space is not None else {})}
     spec = JobSpec.model_validate({**BASE, "seeds": [0], "sweep": {"num_samples": 0}, "methods": [method]})

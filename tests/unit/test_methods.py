@@ -5,17 +5,19 @@ an uninterrupted run. Plus the registry contract (description, presets, spaces, 
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
 
-from camu.methods.base import Setting
-from camu.models import FAMILIES
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
-from camu.methods import METHODS, UnlearnContext, check_applicable, run_method
+from camu.loop import run_method
+from camu.methods import METHODS, UnlearnContext, check_applicable
+from camu.methods.base import Setting
+from camu.models import FAMILIES
 from camu.training import TrainRecipe, train_classifier
-from orchestrator.methods import space_errors
+from orchestrator.job.space import SearchSpace
 
 CPU = torch.device("cpu")
 BUILTIN = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("camu.")]  # not a test's plugin
@@ -67,7 +69,7 @@ def test_method_reports_every_epoch_and_resumes_to_the_same_weights(name, setup)
     assert set(full.model.state_dict()) == set(before)  # the original's architecture (boundary_expanding pruned)
     assert full.seconds > 0 and full.epochs == epochs
     so_far = [r[2]["unlearn_seconds"] for r in reports]  # the unlearning time carried by each resume state
-    assert so_far[0] > 0 and all(b > a for a, b in zip(so_far, so_far[1:])) and so_far[-1] <= full.seconds
+    assert so_far[0] > 0 and all(b > a for a, b in itertools.pairwise(so_far)) and so_far[-1] <= full.seconds
     done = run_method(name, params, context(setup, resume_state=reports[-1][2]))  # resumed after its last epoch
     assert done.seconds >= so_far[-1]  # the whole run's time, not the seconds after the interruption
     if epochs < 2:
@@ -88,7 +90,7 @@ def test_registry_contract():
         assert description and "(" not in description[:1], name  # a sentence, not a signature
         for family in FAMILIES:
             assert cls().preset_names(Setting(family, "mnist", "classes")), f"{name} has no {family} preset"
-        assert space_errors("s", name, cls.Params, cls.space) == [], f"{name}'s documented space is invalid"
+        assert SearchSpace.parse(cls.space).problems_for("s", name, cls.Params) == [], f"{name}'s documented space is invalid"
 
 
 def test_methods_cite_their_paper_and_reference_code():
@@ -109,7 +111,7 @@ def test_applicability():
 
 def test_retrain_does_not_depend_on_the_original(setup):
     """Retraining from scratch: two different originals of the same architecture give the same model."""
-    data, initial, original, split = setup
+    data, _initial, _original, split = setup
     other = build_model("mnist_cnn", {}, 1, 4, (8, 8))
     params = fast_params("retrain")
     a = run_method("retrain", params, context(setup))

@@ -12,10 +12,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from camu.methods.base import Setting
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
-from camu.methods import METHODS, UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import METHODS, UnlearnContext
+from camu.methods.base import Setting
 from camu.runtime import Shard
 
 CPU = torch.device("cpu")
@@ -85,11 +86,11 @@ def test_two_gloo_workers_match_one_for_every_method(tmp_path):
 @pytest.mark.parametrize("name", ["finetune", "neggrad_plus"])
 def test_a_wrong_share_would_be_caught(name, monkeypatch):
     """The comparison above can fail: one rank's share alone (no gradient averaging) gives other weights."""
-    import camu.loop
+    import camu.methods.run
 
-    monkeypatch.setattr(camu.loop, "sync_gradients", lambda params, shard: None)
-    monkeypatch.setattr(camu.loop.dist, "all_reduce", lambda tensor: None)
-    data, initial, original, forget, retain = _setup()
+    monkeypatch.setattr(camu.methods.run, "sync_gradients", lambda params, shard: None)
+    monkeypatch.setattr(camu.methods.run.dist, "all_reduce", lambda tensor: None)
+    data, _initial, original, forget, retain = _setup()
     full = run_method(name, _params(name), UnlearnContext(original, data, forget, retain, CPU, seed=2))
     half = run_method(name, _params(name), UnlearnContext(original, data, forget, retain, CPU, seed=2,
                                                            shard=Shard(0, 2)))

@@ -94,7 +94,7 @@ def test_the_official_attack_trains_on_as_many_members_as_non_members(monkeypatc
     first ~4,000 test samples; all of a larger D_s would tilt the attack towards 'member'."""
     import torch
 
-    import camu.evaluation as evaluation
+    from camu import evaluation
 
     seen = {}
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from camu.models import build_model
 from camu.weights import UnsafeWeightsError, load_weights, read_checkpoint_state, save_weights
-from orchestrator.original import load_original_weights
-from orchestrator.tracking import Tracker
+from orchestrator.driver.original import load_original_weights
+from orchestrator.record.tracking import Tracker
 
 
 class Payload:
@@ -148,7 +148,7 @@ def test_models_uri_with_a_disguised_state_dict_is_refused(marker, tmp_path, sto
 
 @pytest.mark.integration  # logs and registers real MLflow models (torch.export: seconds each)
 def test_models_uri_registered_by_camu_orch_loads_its_weights(tmp_path, store):
-    from orchestrator.results import LogitsOnly
+    from orchestrator.record.served_model import LogitsOnly
 
     tracker, experiment = store
     run = tracker.find_or_create_run(experiment, "r", {}, key="good-model")

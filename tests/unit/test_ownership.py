@@ -13,10 +13,24 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.identity import (CODE_HASH_TAG, OWNER_TAG, code_hash, experiment_name, owner, registered_model_name,
-                                   run_identity_tags)
-from orchestrator.liveness import DRIVER_TAG, HEARTBEAT_TAG, STALE_AFTER_S, driver_state, driver_tags, process_start
-from orchestrator.tracking import Tracker
+from orchestrator.record.identity import (
+    CODE_HASH_TAG,
+    OWNER_TAG,
+    code_hash,
+    experiment_name,
+    owner,
+    registered_model_name,
+    run_identity_tags,
+)
+from orchestrator.record.liveness import (
+    DRIVER_TAG,
+    HEARTBEAT_TAG,
+    STALE_AFTER_S,
+    driver_state,
+    driver_tags,
+    process_start,
+)
+from orchestrator.record.tracking import Tracker
 
 
 @pytest.fixture
@@ -70,7 +84,7 @@ def test_a_name_resolves_only_to_the_callers_own_job_runs(tracker, tmp_path):
     time.sleep(0.01)
     _job_run(tracker, "other-exp2", "quick", "mallory")  # newer, same name, someone else's
     _job_run(tracker, "planted@mallory", "quick", me)  # newer, tagged as mine, but in someone else's namespace
-    from orchestrator.results import find_job_run
+    from orchestrator.record.summary import find_job_run
 
     assert find_job_run(tracker, "quick").info.run_id == mine
     _job_run(tracker, experiment_name("my-second-exp", "owner"), "quick", me)
@@ -80,7 +94,7 @@ def test_a_name_resolves_only_to_the_callers_own_job_runs(tracker, tmp_path):
 
 
 def test_resume_refuses_another_owners_job_and_other_code(tracker, tmp_path):
-    from orchestrator.pipeline import _check_resumable
+    from orchestrator.driver.pipeline import _check_resumable
 
     other = tracker.run(_job_run(tracker, "e", "j1", "mallory"))
     with pytest.raises(LookupError, match="belongs to mallory.*--accept-owner mallory"):
@@ -127,7 +141,7 @@ def test_results_closes_the_runs_of_a_killed_driver(tracker):
 
 def test_code_hash_follows_the_source(tmp_path, monkeypatch):
     """The hash reads the packages' files: equal code, equal hash; one changed byte, another hash."""
-    import orchestrator.identity as identity
+    from orchestrator.record import identity
 
     fake = tmp_path / "orchestrator"
     fake.mkdir()

@@ -31,7 +31,7 @@ def test_likelihood_ratio_against_its_definition():
     sd_in = np.concatenate([phi[[0, 2], 0] - mu_in[0], phi[[1, 3], 1] - mu_in[1]]).std()
     sd_out = np.concatenate([phi[[1, 3], 0] - mu_out[0], phi[[0, 2], 1] - mu_out[1]]).std()
     x = np.array([2.5, -0.3])
-    normal = lambda v, m, s: math.exp(-0.5 * ((v - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))  # noqa: E731
+    normal = lambda v, m, s: math.exp(-0.5 * ((v - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
     expected = [math.log(normal(x[i], mu_in[i], sd_in) / normal(x[i], mu_out[i], sd_out)) for i in range(2)]
     assert lira_scores(fit, x) == pytest.approx(expected, rel=1e-6)
 
@@ -61,7 +61,7 @@ def test_a_model_that_forgot_nothing_is_caught_and_the_oracle_is_not():
 
 
 def test_every_forgotten_sample_is_in_half_of_the_shadows():
-    from orchestrator.shadows import shadow_membership
+    from orchestrator.driver.privacy import shadow_membership
 
     masks = shadow_membership(101, 8, seed=3)
     assert masks.shape == (8, 101) and (masks.sum(0) == 4).all()

@@ -49,8 +49,8 @@ def test_sweep_counts_best_and_remaining(clock, capsys):
     p.sweep(done=2, running=1, stopped=1, failed=0, total=9, best=3.5)
     p.sweep(done=2, running=2, stopped=1, failed=0, total=9, best=4.0, quiet=True)  # a trial started: no line
     printed = [line for line in capsys.readouterr().out.splitlines() if "trials:" in line]
-    assert printed == ["    camu sweep on seed 0 · trials: 2 done, 1 running, 1 stopped, 0 failed of 9; "
-                       "best objective so far 3.50"]
+    assert printed == [("    camu sweep on seed 0 · trials: 2 done, 1 running, 1 stopped, 0 failed of 9; "
+                       "best objective so far 3.50")]
     assert p.best == 3.5  # the best only improves
     # 3 trials ended in 90 s, 6 to go: 180 s
     assert p.remaining() == pytest.approx(180.0)
@@ -88,7 +88,7 @@ def test_a_sweep_saved_by_an_older_version_resumes(capsys):
     after ``camu-orch resume`` (it crashed with AttributeError on ``total``)."""
     import pickle
 
-    from orchestrator.sweep import TrialProgress
+    from orchestrator.driver.sweep import TrialProgress
 
     state = TrialProgress(None, 2.0, 5).__getstate__()
     del state["total"], state["best"]  # as an older camu-orch saved it
@@ -101,11 +101,11 @@ def test_a_sweep_saved_by_an_older_version_resumes(capsys):
 
 
 def test_checkpoint_clock_attaches_a_checkpoint_once_per_interval(monkeypatch):
-    from orchestrator import workers
+    from orchestrator.worker import reporting
 
     now = [100.0]
-    monkeypatch.setattr(workers.time, "monotonic", lambda: now[0])
-    every_epoch, interval = workers.CheckpointClock(0), workers.CheckpointClock(30)
+    monkeypatch.setattr(reporting.time, "monotonic", lambda: now[0])
+    every_epoch, interval = reporting.CheckpointClock(0), reporting.CheckpointClock(30)
     due = []
     for t in (105.0, 120.0, 131.0, 140.0, 162.0):  # epoch ends
         now[0] = t
@@ -117,18 +117,21 @@ def test_checkpoint_clock_attaches_a_checkpoint_once_per_interval(monkeypatch):
 def test_a_process_keeps_the_dataset_it_loaded_for_its_next_trials():
     import torch
 
-    from orchestrator import workers
+    from orchestrator.worker import loading
+    from orchestrator.worker.wire import DataConfig, Named
 
-    cfg = {"dataset": {"name": "digits", "options": {"seed": 1}}}
-    first = workers.load_data(cfg, torch.device("cpu"))
-    assert workers.load_data(cfg, torch.device("cpu")) is first  # a reused trial process: loaded once
-    other = workers.load_data({"dataset": {"name": "digits", "options": {"seed": 2}}}, torch.device("cpu"))
+    def cfg(seed: int) -> DataConfig:
+        return DataConfig(dataset=Named(name="digits", options={"seed": seed}), model=Named(name="mnist_cnn"))
+
+    first = loading.load_data(cfg(1), torch.device("cpu"))
+    assert loading.load_data(cfg(1), torch.device("cpu")) is first  # a reused trial process: loaded once
+    other = loading.load_data(cfg(2), torch.device("cpu"))
     assert other is not first and not torch.equal(other.train.labels, first.train.labels)
-    assert len(workers._LOADED) == 1  # only the last dataset is kept
+    assert len(loading._LOADED) == 1  # only the last dataset is kept
 
 
 def test_the_per_epoch_objective_stays_within_its_share_of_unlearning_time():
-    from orchestrator.workers import QuickBudget
+    from orchestrator.worker.reporting import QuickBudget
 
     budget, computed = QuickBudget(0.05), []
     unlearn = 0.0

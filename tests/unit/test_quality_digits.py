@@ -14,7 +14,8 @@ from camu import (
     retain_indices,
     train_classifier,
 )
-from camu.methods import UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import UnlearnContext
 
 CPU = torch.device("cpu")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from orchestrator import cache  # write_final writes through cache.atomic_write
-from orchestrator.finals import read_final, write_final
+from orchestrator import files  # write_final writes through files.atomic_write
+from orchestrator.worker.finals import read_final, write_final
 
 
 def test_round_trip_and_missing(tmp_path):
@@ -40,7 +40,7 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
         write_final(tmp_path / "final.json", {"fa": 1.0})
     assert list(tmp_path.iterdir()) == []
@@ -48,13 +48,13 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
 
 def test_a_failed_write_keeps_the_previous_file_whole(tmp_path, monkeypatch):
     write_final(tmp_path / "final.json", {"fa": 1.0})
-    real = cache.os.fsync
+    real = files.os.fsync
 
     def crash(fd):
         real(fd)
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(cache.os, "fsync", crash)
+    monkeypatch.setattr(files.os, "fsync", crash)
     with pytest.raises(OSError):
         write_final(tmp_path / "final.json", {"fa": 2.0})
     assert read_final(tmp_path / "final.json")["fa"] == 1.0
@@ -81,16 +81,17 @@ class RecordingTracker:
 
 
 def test_trial_final_is_written_after_everything_is_logged(tmp_path, monkeypatch):
-    from orchestrator import workers
+    from orchestrator.worker import unlearning
+    from orchestrator.worker.reporting import Timings
 
-    monkeypatch.setattr(workers, "assess", lambda *a, **k: ({"fa": 5.0, "ra": 90.0}, pa.table({"x": [1]}), [1.0, 2.0], [(0, 3.0)]))
+    monkeypatch.setattr(unlearning, "assess", lambda *a, **k: ({"fa": 5.0, "ra": 90.0}, pa.table({"x": [1]}), [1.0, 2.0], [(0, 3.0)]))
     out = tmp_path / "trial"
     out.mkdir()
     tracker = RecordingTracker(out / "final.json")
     cfg = SimpleNamespace(worker=SimpleNamespace(oracle_metrics={}, oracle_seconds=4.0), out_dir=str(out), run_id="r",
                           log_weights=True)
     result = SimpleNamespace(model=nn.Linear(2, 2), members=None, seconds=2.0, epochs=3)
-    final = workers._final(cfg, tracker, result, None, None, torch.device("cpu"), workers.Timings())
+    final = unlearning._final(cfg, tracker, result, None, None, torch.device("cpu"), Timings())
     assert tracker.calls and all(not existed for _, existed in tracker.calls), tracker.calls
     logged = [what for what, _ in tracker.calls if what[0] == "metrics" and "fa" in what[1]]
     assert logged, "the final metrics are logged to MLflow"

@@ -155,7 +155,7 @@ def test_weight_decay_reaches_adam(tiny, monkeypatch):
 
 # ----------------------------------------------------------------------------- the report
 def _gap_source():
-    from orchestrator.report.source import MethodDetail, ReportSource
+    from orchestrator.record.report.source import MethodDetail, ReportSource
     from tests.unit.test_report import summary_fixture
 
     source = ReportSource.from_summary(summary_fixture(), job="fixture")
@@ -173,8 +173,8 @@ def _gap_source():
 def test_report_draws_the_gap_figure_as_the_mean_over_seeds(tmp_path):
     from PIL import Image
 
-    from orchestrator.report import render_source
-    from orchestrator.report.figures import relearning_gap, styles
+    from orchestrator.record.report import render_source
+    from orchestrator.record.report.figures import relearning_gap, styles
 
     source, sc, steps = _gap_source()
     outcome = render_source(source, tmp_path / "report.html", figures_dir=tmp_path / "figures")
@@ -203,7 +203,7 @@ def test_report_draws_the_gap_figure_as_the_mean_over_seeds(tmp_path):
 def test_source_reads_gap_curves_of_every_seed(tmp_path):
     """load_source's detail reader: each method's chosen run on every seed, the references' on every seed,
     and a job without gap curves costs one look-up per run (the sweep seed's)."""
-    from orchestrator.report.source import ReportSource, _details
+    from orchestrator.record.report.source import ReportSource, _details
     from tests.unit.test_report import summary_fixture
 
     source = ReportSource.from_summary(summary_fixture(), job="fixture")
@@ -247,11 +247,12 @@ def test_trial_logs_the_gap_curve_by_batch(tmp_path, monkeypatch):
 
     import pyarrow as pa
 
-    from orchestrator import workers
-    from orchestrator.workers import Timings, _final
+    from orchestrator.worker import unlearning
+    from orchestrator.worker.reporting import Timings
+    from orchestrator.worker.unlearning import _final
 
     gap = [(0, 40.0), (100, 12.5), (200, 3.0)]
-    monkeypatch.setattr(workers, "assess", lambda *a, **k: ({"fa": 1.0}, pa.table({"x": [1]}), [1.0, 50.0], gap))
+    monkeypatch.setattr(unlearning, "assess", lambda *a, **k: ({"fa": 1.0}, pa.table({"x": [1]}), [1.0, 50.0], gap))
     logged: list[tuple[str, dict, int | None]] = []
     tracker = SimpleNamespace(log_metrics=lambda run, m, step=None: logged.append((run, dict(m), step)),
                               log_artifact=lambda *a, **k: None, log_parquet=lambda *a, **k: None)
@@ -269,9 +270,9 @@ def test_reference_evaluation_returns_the_oracles_gap(tmp_path):
     from camu.data import load_dataset
     from camu.scenarios import save_split
     from camu.weights import save_weights
-    from orchestrator.spec import EvaluationSpec, ObjectiveSpec
-    from orchestrator.trial import Named, WorkerConfig
-    from orchestrator.workers import evaluate_weights
+    from orchestrator.job.spec import EvaluationSpec, ObjectiveSpec
+    from orchestrator.worker.evaluation import evaluate_weights
+    from orchestrator.worker.wire import Named, WorkerConfig
 
     options = {"num_train": 160, "num_test": 40, "num_classes": 4, "image_size": 8, "seed": 3}
     data = load_dataset("synthetic", options)
@@ -285,7 +286,7 @@ def test_reference_evaluation_returns_the_oracles_gap(tmp_path):
                           device="cpu", split_path=split_path, original_weights=weights, seed=0,
                           scenario_kind="classes", oracle_metrics={}, oracle_seconds=1.0, objective=ObjectiveSpec(),
                           evaluation=EvaluationSpec(relearn=relearn_opts), tracking_uri="file:///nonexistent")
-    out = evaluate_weights(worker.model_dump(), {"original": weights, "oracle": weights})
+    out = evaluate_weights(worker, {"original": weights, "oracle": weights})
     assert out["original"]["gap"] == [] and out["original"]["curve"] == []
     steps = [s for s, _ in out["oracle"]["gap"]]
     assert steps[0] == 0 and steps[1:] == list(range(5, steps[-1] + 1, 5)) and len(steps) >= 3

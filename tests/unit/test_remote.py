@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import remote
-from orchestrator.spec import JobSpecError
-from orchestrator.validate import check_job
+from orchestrator.execution import jobs_api as remote
+from orchestrator.inputs import InputError
+from orchestrator.job.spec import JobSpecError
+from orchestrator.job.validate import check_job
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "jobs" / "quickstart.yaml"
@@ -23,7 +24,7 @@ def test_address_must_be_the_jobs_api(monkeypatch):
     assert remote.resolve_address("http://head:8265") == "http://head:8265"
     monkeypatch.setenv("RAY_ADDRESS", "https://head:8265")
     assert remote.resolve_address(None) == "https://head:8265"
-    with pytest.raises(JobSpecError, match="not a Jobs API address"):
+    with pytest.raises(InputError, match="not a Jobs API address"):
         remote.resolve_address("ray://head:10001")
 
 
@@ -101,7 +102,7 @@ def test_token_from_env_or_file(monkeypatch, tmp_path):
 def test_multi_node_cluster_refuses_node_local_storage(spec, monkeypatch):
     import ray
 
-    from orchestrator.pipeline import check_storage
+    from orchestrator.driver.pipeline import check_storage
 
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
     with pytest.raises(JobSpecError) as err:
@@ -162,7 +163,7 @@ def test_preflight_runs_doctor_with_the_jobs_runtime_env(spec, monkeypatch, tmp_
     assert ok.submitted[0]["entrypoint"] == "python -m orchestrator doctor"
     assert ok.submitted[0]["runtime_env"] == sub["runtime_env"]
     broken = FakeJobs("FAILED", "ModuleNotFoundError: No module named 'torch'")
-    with pytest.raises(JobSpecError, match="No module named 'torch'") as info:
+    with pytest.raises(InputError, match="No module named 'torch'") as info:
         remote.preflight(broken, sub)
     assert "activate it before `ray start`" in str(info.value)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from orchestrator import results
-from orchestrator.report import render_source
-from orchestrator.report.figures import importance
-from orchestrator.report.page import _fmt
-from orchestrator.report.source import ReportSource, membership_score
+from orchestrator.record import summary as results
+from orchestrator.record.report import render_source
+from orchestrator.record.report.figures import importance
+from orchestrator.record.report.page import _fmt
+from orchestrator.record.report.source import ReportSource, membership_score
 
 
 def _metrics(rng: np.random.Generator, fa: float, ta: float, seconds: float) -> dict[str, float]:
@@ -210,7 +210,7 @@ def test_summary_only_source_guesses_the_scenario_kind_and_sweep_seed(built):
 
 
 def test_params_of_the_sweep_figure_are_the_varied_ones(built):
-    from orchestrator.report.figures import sweep_table
+    from orchestrator.record.report.figures import sweep_table
 
     sc = built["source"].scenarios[0]
     rows, varied = sweep_table(sc, "camu")
@@ -238,7 +238,7 @@ def test_report_of_a_missing_job_is_a_clear_error(tmp_path, monkeypatch):
 def test_expect_targets_table_shows_pass_and_fail(tmp_path):
     """A job's expect: targets appear in their scenario's section with the columns results --check prints,
     the measured mean +- std recomputed here from the summary rows, and the source HTML-escaped."""
-    from orchestrator.spec import ExpectSpec
+    from orchestrator.job.spec import ExpectSpec
 
     summary = summary_fixture()
     rows = summary.to_pylist()

@@ -5,8 +5,8 @@ import textwrap
 import pytest
 import yaml
 
-from orchestrator.spec import JobSpecError
-from orchestrator.validate import check_job
+from orchestrator.job.spec import JobSpecError
+from orchestrator.job.validate import check_job
 
 GOOD = {
     "name": "t",
@@ -68,7 +68,7 @@ def test_registry_pass_names_field_and_fix(tmp_path):
 
 
 def test_space_shape_and_grid_rules(tmp_path):
-    space = lambda s: {**GOOD, "methods": [{"name": "camu", "sweep": {"space": s}}]}  # noqa: E731
+    space = lambda s: {**GOOD, "methods": [{"name": "camu", "sweep": {"space": s}}]}
     joined = "\n".join(errors_of(tmp_path, space({"lr_out": {"loguniform": [0.0, 1.0]}})))
     assert "low bound must be > 0" in joined
     joined = "\n".join(errors_of(tmp_path, space({"lr_out": {"grid": [1e-3, 1e-4]}})))

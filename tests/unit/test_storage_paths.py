@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.spec import JobSpecError, parse_job
-from orchestrator.validate import check_job
+from orchestrator.job.spec import JobSpecError, parse_job
+from orchestrator.job.validate import check_job
 
 BASE = {"name": "store", "dataset": {"name": "digits"}, "model": {"name": "mnist_cnn"},
         "scenarios": [{"name": "r", "kind": "random", "fraction": 0.1}], "device": "cpu"}
@@ -75,7 +75,7 @@ def test_validate_reports_storage_problems_with_the_field(tmp_path):
 def test_cluster_check_never_takes_a_uri_for_a_shared_cache(monkeypatch):
     import ray
 
-    from orchestrator.cluster import check_storage
+    from orchestrator.execution.cluster import check_storage
 
     monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}])
     local = spec(path="/mnt/a", cache_dir="/mnt/b")

@@ -7,11 +7,12 @@ import math
 
 import pytest
 
-from orchestrator.spec import ResourcesSpec, SweepSpec
-from orchestrator.sweep import in_space, param_space, scheduler, search_algorithm
+from orchestrator.driver.sweep import scheduler, search_algorithm, tune_space
+from orchestrator.job.space import SearchSpace
+from orchestrator.job.spec import ResourcesSpec, SweepSpec
 
-SPACE = {"lr_out": {"loguniform": [1.0e-5, 1.0e-2]}, "epochs": {"randint": [1, 5]},
-         "label_policy": {"choice": ["partner", "soft"]}}
+SPACE = SearchSpace.parse({"lr_out": {"loguniform": [1.0e-5, 1.0e-2]}, "epochs": {"randint": [1, 5]},
+                           "label_policy": {"choice": ["partner", "soft"]}})
 PRESET = {"lr_out": 1e-3, "epochs": 2, "label_policy": "partner", "w_rep_keep": 0.5}
 
 
@@ -19,23 +20,23 @@ def test_optuna_is_told_the_presets_first():
     """The presets' results reach the study before any new trial: the search starts from what is known."""
     other = {**PRESET, "lr_out": 5e-5, "epochs": 3}
     alg = search_algorithm(SweepSpec(search="optuna"), SPACE, [(PRESET, 1.5), (other, 0.7), ({**PRESET, "epochs": 9}, 0.1)])
-    alg.set_search_properties("objective", "min", param_space(SPACE))
+    alg.set_search_properties("objective", "min", tune_space(SPACE))
     study = alg.searcher._ot_study
     done = [t for t in study.trials if t.value is not None]
-    assert [t.params for t in done] == [{k: PRESET[k] for k in SPACE}, {k: other[k] for k in SPACE}]
+    assert [t.params for t in done] == [{k: PRESET[k] for k in SPACE.searched}, {k: other[k] for k in SPACE.searched}]
     assert [t.value for t in done] == [1.5, 0.7]  # a point outside the space (epochs 9) is left out
     assert study.best_value == 0.7
 
 
 def test_points_in_the_space():
-    assert in_space(PRESET, SPACE)
-    assert not in_space({**PRESET, "lr_out": 0.5}, SPACE)
-    assert not in_space({**PRESET, "label_policy": "uniform_other"}, SPACE)
-    assert not in_space({**PRESET, "epochs": [1]}, SPACE)
+    assert SPACE.contains(PRESET)
+    assert not SPACE.contains({**PRESET, "lr_out": 0.5})
+    assert not SPACE.contains({**PRESET, "label_policy": "uniform_other"})
+    assert not SPACE.contains({**PRESET, "epochs": [1]})
 
 
 def test_domains_and_asha():
-    domains = param_space(SPACE)
+    domains = tune_space(SPACE)
     assert domains["epochs"].lower == 1 and domains["epochs"].upper == 6  # randint bounds are inclusive
     assert math.isclose(domains["lr_out"].lower, 1e-5)
     asha = scheduler(SweepSpec(scheduler="asha", grace_period=2, reduction_factor=3), max_epochs=8)
@@ -52,7 +53,7 @@ def test_gpu_packing_places_n_trials_per_gpu():
     assert packed.concurrent_runs(cluster_cpus=16, cluster_gpus=1) == 4
     assert packed.concurrent_runs(cluster_cpus=16, cluster_gpus=2) == 8
     assert packed.concurrent_runs(cluster_cpus=4, cluster_gpus=2) == 2  # CPUs bound it here
-    from orchestrator.launch import scaling_config
+    from orchestrator.execution.trainer import scaling_config
 
     assert scaling_config(packed).resources_per_worker == {"CPU": 2, "GPU": 0.25}
     with pytest.raises(ValueError, match="trials_per_gpu"):
@@ -61,7 +62,7 @@ def test_gpu_packing_places_n_trials_per_gpu():
 
 def test_a_trial_id_is_read_back_from_its_tune_folder_name():
     """A replayed trial reports nothing: its Tune id comes from the folder Tune named after it."""
-    from orchestrator.sweep import _tune_id_from_path, ordinal
+    from orchestrator.driver.sweep import _tune_id_from_path, ordinal
 
     folder = "/runs/sweep-1/trial_driver_1ba02_00001_1_lr=0.0123_2026-12-06_15-53-01"
     assert _tune_id_from_path(folder) == "1ba02_00001" and ordinal("1ba02_00001") == "00001"

@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 
 from camu import build_model, forget_indices, make_split, retain_indices
 from camu.data import load_dataset
-from camu.methods import UnlearnContext, run_method
+from camu.loop import run_method
+from camu.methods import UnlearnContext
 from camu.runtime import Shard, SyncBatchNorm, sync_batch_norm
 
 CPU = torch.device("cpu")

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.tracking import (
+from orchestrator.record.tracking import (
     Tracker,
     closing_runs,
     default_tracking_uri,
@@ -82,7 +82,7 @@ def test_flatten_and_redact():
 
 
 def test_transient_errors_are_retried_with_backoff(monkeypatch):
-    from orchestrator import tracking
+    from orchestrator.record import tracking
 
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
     calls = []
@@ -121,7 +121,7 @@ def test_closing_runs_also_ends_every_running_run_of_the_job(tracker):
 
 
 def test_a_changed_param_is_an_error_that_names_it(tracker):
-    from orchestrator.tracking import ParamChanged
+    from orchestrator.record.tracking import ParamChanged
 
     exp = tracker.experiment("changed")
     run = tracker.find_or_create_run(exp, "r", {}, key="changed")
@@ -176,7 +176,7 @@ def test_registered_model_is_logged_in_its_runs_experiment(tmp_path, monkeypatch
     run = tracker.find_or_create_run(exp, "trial", {}, key="trial")
     model = nn.Linear(4, 2).eval()
     weights = save_weights(model, tmp_path / "weights.safetensors")
-    uri, version = tracker.log_and_register_model(run, model, torch.zeros(2, 4).numpy(), weights, "camu-x",
+    _uri, version = tracker.log_and_register_model(run, model, torch.zeros(2, 4).numpy(), weights, "camu-x",
                                                   {"camu.method": "m"})
     client = tracker.client
     assert client.search_runs(["0"], "") == []
@@ -186,5 +186,5 @@ def test_registered_model_is_logged_in_its_runs_experiment(tmp_path, monkeypatch
     assert client.get_model_version("camu-x", version).run_id == run
     assert not (cwd / "mlruns").exists() and list(cwd.iterdir()) == []
     assert str(store) in logged[0].artifact_location  # beside the store, with the job's other artifacts
-    import mlflow.tracking.fluent as fluent
+    from mlflow.tracking import fluent
     assert fluent._active_experiment_id is None and "MLFLOW_EXPERIMENT_ID" not in os.environ  # restored

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.uris import tracking_uri_problem
+from orchestrator.job.uris import tracking_uri_problem
 
 
 @pytest.mark.parametrize("uri", ["http://alice:s3cret@mlflow.example:5000", "https://alice@mlflow.example",

@@ -7,9 +7,9 @@ import torch
 
 from camu.models import build_model
 from camu.weights import UnsafeWeightsError, load_weights, save_weights
-from orchestrator import results
-from orchestrator.cache import model_key
-from orchestrator.selection import objective
+from orchestrator.driver.cache import model_key
+from orchestrator.record import summary
+from orchestrator.worker.objective import objective
 
 
 def test_safetensors_round_trip(tmp_path):
@@ -59,32 +59,32 @@ def test_objective_floors_stop_collapsed_models_from_winning():
 
 
 def test_chosen_configuration_and_table():
-    rows = [results.trial_row("s", "camu", seed, t, {"final": 1, "objective": obj, "avg_gap": obj}, f"r{t}{seed}", {})
+    rows = [summary.trial_row("s", "camu", seed, t, {"final": 1, "objective": obj, "avg_gap": obj}, f"r{t}{seed}", {})
             for t, seed, obj in [("preset", 0, 3.0), ("t1", 0, 1.0), ("preset", 1, 2.0), ("t1", 1, 5.0)]]
-    rows.append(results.trial_row("s", "camu", 0, "t9", {}, None, {}, failed=True))
-    rows.append(results.trial_row("s", "scrub", 0, "preset", {"final": 1, "objective": 7.0}, "x", {}))
-    results.mark_chosen(rows, "s", "camu", "t1")
+    rows.append(summary.trial_row("s", "camu", 0, "t9", {}, None, {}, failed=True))
+    rows.append(summary.trial_row("s", "scrub", 0, "preset", {"final": 1, "objective": 7.0}, "x", {}))
+    summary.mark_chosen(rows, "s", "camu", "t1")
     assert [(r["trial_id"], r["seed"]) for r in rows if r["is_best"]] == [("t1", 0), ("t1", 1)]  # one row per seed
     assert not any(r["is_best"] for r in rows if r["method"] == "scrub")  # another method's choice is its own
-    table = results.to_table(rows)
+    table = summary.to_table(rows)
     assert table.column_names[:6] == ["scenario", "method", "trial_id", "seed", "is_best", "status"]
     assert table.column("status").to_pylist()[4] == "failed"
     assert math.isnan(table.column("ra").to_pylist()[4])
-    assert "t1" in results.render_text(table)
+    assert "t1" in summary.render_text(table)
 
 
 def test_by_method_is_mean_and_sample_std_over_seeds():
     import statistics
 
     ras = {0: 97.0, 1: 99.0, 2: 98.5}
-    rows = [results.trial_row("s", "camu", seed, "t3", {"final": 1, "ra": ra, "objective": 1.0}, "r", {})
+    rows = [summary.trial_row("s", "camu", seed, "t3", {"final": 1, "ra": ra, "objective": 1.0}, "r", {})
             for seed, ra in ras.items()]
-    rows += [results.trial_row("s", "camu", seed, "preset", {"final": 1, "ra": 90.0 + seed, "objective": 2.0}, "p", {})
+    rows += [summary.trial_row("s", "camu", seed, "preset", {"final": 1, "ra": 90.0 + seed, "objective": 2.0}, "p", {})
              for seed in ras]
-    rows.append(results.trial_row("s", "neggrad", 0, "preset", {"final": 1, "ra": 50.0, "objective": 9.0}, "n", {}))
-    results.mark_chosen(rows, "s", "camu", "t3")
-    results.mark_chosen(rows, "s", "neggrad", "preset")
-    table = results.by_method(results.to_table(rows)).to_pylist()
+    rows.append(summary.trial_row("s", "neggrad", 0, "preset", {"final": 1, "ra": 50.0, "objective": 9.0}, "n", {}))
+    summary.mark_chosen(rows, "s", "camu", "t3")
+    summary.mark_chosen(rows, "s", "neggrad", "preset")
+    table = summary.by_method(summary.to_table(rows)).to_pylist()
     best = next(r for r in table if r["method"] == "camu" and r["config"] == "best")
     assert best["seeds"] == 3 and best["trials"] == 2 and best["trial_id"] == "t3"
     assert best["ra"] == pytest.approx(statistics.fmean(ras.values()))
@@ -93,7 +93,7 @@ def test_by_method_is_mean_and_sample_std_over_seeds():
     assert preset["ra"] == pytest.approx(91.0) and preset["ra_std"] == pytest.approx(1.0)
     single = next(r for r in table if r["method"] == "neggrad")
     assert single["seeds"] == 1 and math.isnan(single["ra_std"])  # one seed: no spread claimed
-    text = results.render_by_method(results.by_method(results.to_table(rows)))
+    text = summary.render_by_method(summary.by_method(summary.to_table(rows)))
     assert "98.17 +- 1.04" in text and "50.00 +-" not in text
 
 

@@ -1,0 +1,47 @@
+"""What every worker process loads the same way: its device (and GPU precision), the job's dataset (kept for the
+next trial of a reused process) and the job's model architecture."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import ray.train.torch
+import torch
+
+from camu import build_model, load_dataset
+from camu.data import ImageData
+from camu.runtime import resolve_device, set_precision
+from orchestrator.worker.wire import DataConfig
+
+
+def worker_device(cfg: DataConfig, train_worker: bool = True) -> torch.device:
+    """This process's device (Train's device inside a Train worker; the local GPU, or the CPU, elsewhere: a
+    Tune trial, an evaluation task), with the job's GPU precision set for the process."""
+    set_precision(cfg.precision)
+    if cfg.device == "cpu":
+        return torch.device("cpu")
+    if train_worker:
+        with contextlib.suppress(Exception):  # outside a Train worker group after all
+            return ray.train.torch.get_device()
+    return resolve_device("auto")
+
+
+_LOADED: dict[str, ImageData] = {}  # this process's last dataset: reused trial processes load it once
+
+
+def load_data(cfg: DataConfig, device: torch.device) -> ImageData:
+    """The job's dataset; in-memory splits are moved to the GPU once (GPU-resident data). A process that
+    runs trial after trial (Tune reuses in-process trial drivers) keeps the last dataset it loaded."""
+    key = json.dumps([cfg.dataset.model_dump(), str(device)], sort_keys=True, default=str)
+    if key not in _LOADED:
+        data = load_dataset(cfg.dataset.name, cfg.dataset.options)
+        _LOADED.clear()
+        _LOADED[key] = data.to(device) if device.type == "cuda" else data
+    return _LOADED[key]
+
+
+def new_model(cfg: DataConfig, data: ImageData, seed: int) -> torch.nn.Module:
+    """The job's model for ``data``, its initial weights drawn with ``seed``."""
+    torch.manual_seed(seed)
+    return build_model(cfg.model.name, cfg.model.options, data.in_channels, data.num_classes, data.image_size)
