@@ -156,7 +156,8 @@ def _part_metrics(train_logits: torch.Tensor, test_logits: torch.Tensor, y_train
 
 
 def evaluate(model: nn.Module, data: ImageData, split: pa.Table, device: torch.device, seed: int = 0,
-             members: torch.Tensor | None = None, selection_fraction: float = 0.5, batch_size: int = 1024) -> Evaluation:
+             members: torch.Tensor | None = None, selection_fraction: float = 0.5,
+             batch_size: int = 1024) -> Evaluation:
     """RA, FA, TA, TA on retained / forgotten classes and the three MIAs, on the report part (plain
     keys) and the selection part (``sel_`` keys), and one per-sample row for every training and test sample.
     ``members``: D_s of the unlearning run (default: ``default_members``)."""

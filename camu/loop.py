@@ -2,8 +2,8 @@
 
 ``run_unlearning`` makes the trainable copy of the original, builds the method's optimizers, restores
 a resume state, times the unlearning (reporting excluded), runs the method's epochs and reports each
-one through ``ctx.on_epoch``. The method's own code only sees ``Run``, whose helpers carry what must be
-the same everywhere:
+one through ``ctx.on_epoch``. The method's own code only sees ``Run`` (``camu.methods.run``), whose helpers
+carry what must be the same everywhere:
 
 - data parallel: global batches are drawn from generators that depend only on (seed, tag, epoch), each
   rank takes its strided share, per-sample losses are reduced as ``sum * world_size / global_batch``
@@ -67,7 +67,8 @@ def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnC
                     metrics = {name: sum(v) / len(v) for name, v in losses.items() if v}
                     ctx.on_epoch(epoch, metrics, _state(run, epoch, so_far), model)
                 reporting += report.seconds
-    return UnlearnResult(method.finish(run, params), before + watch.seconds - reporting, history, method.num_epochs(params),
+    return UnlearnResult(method.finish(run, params), before + watch.seconds - reporting, history,
+                         method.num_epochs(params),
                          method.members(run), reporting)
 
 

@@ -98,7 +98,8 @@ def _distinct_class_ids(keys: list[int | str], names: list[str], field: str) -> 
     return ids
 
 
-def _select_classes(opt: ClassesOptions, labels: torch.Tensor, names: list[str], rng: np.random.Generator) -> np.ndarray:
+def _select_classes(opt: ClassesOptions, labels: torch.Tensor, names: list[str],
+                    rng: np.random.Generator) -> np.ndarray:
     ids = set(_distinct_class_ids(list(opt.classes), names, "classes"))
     if len(ids) == len(names):
         raise ScenarioError("classes: removing every class leaves nothing to retain; keep at least one class")
@@ -192,7 +193,8 @@ def _index_column(table: pa.Table, path: Path, column: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _select_indices(opt: IndicesOptions, labels: torch.Tensor, names: list[str], rng: np.random.Generator) -> np.ndarray:
+def _select_indices(opt: IndicesOptions, labels: torch.Tensor, names: list[str],
+                    rng: np.random.Generator) -> np.ndarray:
     idx = np.unique(read_index_file(opt.path, opt.column))
     if idx.size == 0:
         raise ScenarioError(f"path: {opt.path} lists no index; the forget set would be empty")
@@ -224,7 +226,8 @@ def make_split(kind: str, options: dict | ScenarioOptions, labels: torch.Tensor,
         try:
             opt = entry.options.model_validate({"kind": kind, **options})
         except ValidationError as err:
-            raise ScenarioError("; ".join(f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in err.errors())) from None
+            problems = [f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in err.errors()]
+            raise ScenarioError("; ".join(problems)) from None
     labels = labels.detach().cpu().long()
     forget = entry.select(opt, labels, class_names, np.random.default_rng(seed))
     role = np.full(len(labels), "retain", dtype=object)

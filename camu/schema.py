@@ -71,4 +71,5 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(annotation) if a is not type(None))
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    return {int: "whole number", float: "number", str: "string"}.get(annotation, getattr(annotation, "__name__", "value"))
+    names = {int: "whole number", float: "number", str: "string"}
+    return names.get(annotation, getattr(annotation, "__name__", "value"))

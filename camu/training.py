@@ -109,7 +109,8 @@ def train_classifier(model: nn.Module, source: Source, indices: torch.Tensor, re
                                                                   min_size=shard.world_size)]
         crops = None
         if source.view.augment:  # one draw per sample and epoch, the same on every rank
-            table = source.view.draw(len(source), torch.Generator().manual_seed(recipe.seed * 7919 + epoch + AUGMENT_SEED))
+            draws = torch.Generator().manual_seed(recipe.seed * 7919 + epoch + AUGMENT_SEED)
+            table = source.view.draw(len(source), draws)
             crops = [table[b] for b in batches]
         total = torch.zeros((), device=device)
         for x, y in source.batches(batches, device, crops):

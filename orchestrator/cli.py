@@ -204,7 +204,8 @@ def _distinct_presets(rows: list[dict]) -> list[dict]:
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="override a job value, e.g. --set dataset.root=/data/mnist (repeatable)")]
-AddressOption = Annotated[str | None, typer.Option(help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")]
+AddressOption = Annotated[str | None,
+                          typer.Option(help="Ray dashboard URL, e.g. http://HEAD:8265 (default: RAY_ADDRESS)")]
 TrackingOption = Annotated[str | None, typer.Option(help="default: MLFLOW_TRACKING_URI, else ./mlflow.db")]
 UiUrlOption = Annotated[str | None, typer.Option(
     "--ui-url", help="where the MLflow UI is served, for the links printed and written (default: the tracking "
@@ -226,7 +227,8 @@ def _use_ui_url(ui_url: str | None) -> None:
 @app.command()
 def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
              overrides: SetOption = None,
-             no_data: Annotated[bool, typer.Option("--no-data", help="skip loading the data and building splits")] = False,
+             no_data: Annotated[bool, typer.Option("--no-data",
+                                                   help="skip loading the data and building splits")] = False,
              address: AddressOption = None,
              ) -> None:
     """Check a job file without running it: schema, registry names and options, search space, paths,
@@ -255,13 +257,15 @@ def validate(job: Annotated[Path, typer.Argument(help="job YAML")],
 def submit(job: Annotated[Path, typer.Argument(help="job YAML")],
            address: AddressOption = None,
            overrides: SetOption = None,
-           wait: Annotated[bool, typer.Option("--wait", help="with --address: follow the logs until the job ends")] = False,
+           wait: Annotated[bool, typer.Option("--wait",
+                                              help="with --address: follow the logs until the job ends")] = False,
            no_check: Annotated[bool, typer.Option("--no-check", help="with --address: skip the preflight job that "
                                                                       "checks the cluster can run camu-orch")] = False,
            ui_url: UiUrlOption = None,
            allow_unauthenticated: Annotated[bool, typer.Option(
                "--allow-unauthenticated", help="with --address: submit even to a cluster without token "
-                                               "authentication (only for a throwaway test cluster on loopback)")] = False,
+                                               "authentication (only for a throwaway test cluster on "
+                                               "loopback)")] = False,
            forward_credentials: Annotated[bool, typer.Option(
                "--forward-credentials", help="with --address: send MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN (and a "
                                              "URI with user:password@) in the job's runtime_env, readable by every "
@@ -362,7 +366,9 @@ def logs(submission_id: str, address: AddressOption = None,
 
 @app.command()
 def stop(submission_id: str, address: AddressOption = None) -> None:
-    """Stop a submitted job (its open MLflow runs are marked KILLED). Example: camu-orch stop camu-quickstart-1a2b3c4d"""
+    """Stop a submitted job (its open MLflow runs are marked KILLED).
+
+    Example: camu-orch stop camu-quickstart-1a2b3c4d"""
     _, client = _cluster(address)
     stopped = client.stop_job(submission_id)
     typer.echo(f"{submission_id}: {'stop requested' if stopped else 'already finished'}")

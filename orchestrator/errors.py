@@ -68,15 +68,17 @@ def _camu_input_error(exc: BaseException) -> bool:
 
 
 def _classify_one(exc: BaseException) -> Failure | None:
-    if isinstance(exc, InputProblem) or _camu_input_error(exc):
-        return Failure(INPUT_ERROR, str(exc))
-    if isinstance(exc, JobFailedError):
-        return Failure(JOB_FAILED, str(exc))
+    # Ray first: an error raised inside a Ray task comes back as a class deriving from both RayTaskError and the
+    # original (a DataFormatError in an evaluation task): the job had started, so it failed (exit 1)
     if _is(exc, "ray.train", "TrainingFailedError") or _is(exc, "ray.tune.error", "TuneError") \
             or _is(exc, "ray.exceptions", "RayError"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Failure(JOB_FAILED, f"the job failed: {first[:500]}\nits MLflow runs are marked FAILED; worker logs: "
                                    f"camu-orch logs (cluster) or the Ray session logs; continue with camu-orch resume")
+    if isinstance(exc, InputProblem) or _camu_input_error(exc):
+        return Failure(INPUT_ERROR, str(exc))
+    if isinstance(exc, JobFailedError):
+        return Failure(JOB_FAILED, str(exc))
     if _is(exc, "pydantic_core._pydantic_core", "ValidationError") or _is(exc, "pydantic", "ValidationError"):
         return Failure(INPUT_ERROR, f"invalid values:\n{_pydantic_lines(exc)}")
     if _is(exc, "mlflow.exceptions", "MlflowException"):

@@ -35,13 +35,17 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def format_mean_std(mean: float | None, std: float | None) -> str:
-    """``mean +- std`` with the mean's decimals; the mean alone when there is no spread (one seed)."""
-    if mean is None or not math.isfinite(mean):
+def format_mean_std(mean: float | None, std: float | None, same_decimals: bool = True) -> str:
+    """``mean +- std``: the std with the mean's decimals (``results --check``, the driver's log) or with its own
+    (``same_decimals=False``: ``results --by method``); the mean alone when there is no spread (one seed)."""
+    if mean is None or math.isnan(mean):
         return MISSING
+    if std is None or math.isnan(std):
+        return format_value(float(mean))
+    if not same_decimals:
+        return f"{format_value(float(mean))} +- {format_value(float(std))}"
     digits = decimals(mean)
-    text = f"{mean:.{digits}f}"
-    return text if std is None or not math.isfinite(std) else f"{text} +- {std:.{digits}f}"
+    return f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
 def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], pad_last: bool = True) -> str:

@@ -3,4 +3,5 @@
 from camu.data.datasets import DATASETS, DataFormatError, DataRootError, ImageData, load_dataset
 from camu.data.sources import LazySource, Source, TensorSource
 
-__all__ = ["DATASETS", "DataFormatError", "DataRootError", "ImageData", "LazySource", "Source", "TensorSource", "load_dataset"]
+__all__ = ["DATASETS", "DataFormatError", "DataRootError", "ImageData", "LazySource", "Source", "TensorSource",
+           "load_dataset"]

@@ -209,7 +209,8 @@ def _read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as fh:
             data = fh.read()
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a truncated .gz raises EOFError
-        raise DataFormatError(f"dataset.root: {path} cannot be read ({err}); replace it with the original file") from None
+        raise DataFormatError(f"dataset.root: {path} cannot be read ({err}); replace it with the original "
+                              f"file") from None
     ndim = data[3] if len(data) >= 4 else 0
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != IDX_UBYTE or not 1 <= ndim <= 4 \
             or len(data) < 4 + 4 * ndim:
@@ -424,7 +425,8 @@ class ImageFolderOptions(DatasetOptions):
     @classmethod
     def _distinct(cls, classes: list[str] | None) -> list[str] | None:
         if classes and len(set(classes)) != len(classes):
-            raise ValueError(f"lists {sorted({c for c in classes if classes.count(c) > 1})} twice; name each class once")
+            twice = sorted({c for c in classes if classes.count(c) > 1})
+            raise ValueError(f"lists {twice} twice; name each class once")
         return classes
 
 
@@ -502,7 +504,8 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None, re
     return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view), list(keep)
 
 
-@register_dataset("imagefolder", ImageFolderOptions, "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
+@register_dataset("imagefolder", ImageFolderOptions,
+                  "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
 def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
     root = opt.root.expanduser()
     for part in ("train", "val"):

@@ -27,5 +27,6 @@ from camu.methods.base import (
 )
 from camu.methods.camu import CamuParams, official_params
 
-__all__ = ["METHODS", "CamuParams", "MethodError", "MethodParams", "Preset", "Setting", "UnlearnContext", "UnlearnResult",
+__all__ = ["METHODS", "CamuParams", "MethodError", "MethodParams", "Preset", "Setting", "UnlearnContext",
+           "UnlearnResult",
            "UnlearningMethod", "check_applicable", "method_class", "official_params"]

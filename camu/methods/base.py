@@ -3,9 +3,10 @@
 A method is a small class: a typed ``Params`` model, its published presets, its documented search
 space, and the part of training that is its own (``prepare`` for frozen models or masks, ``epoch`` for
 its losses and steps, optionally ``optimizers`` and ``adapt``/``finish`` for the model itself).
-Everything else (copies of the original, optimizers, autocast and channels_last, data-parallel
-sharding and gradient sync, resume state, epoch reporting and the unlearning stopwatch) lives in one
-place, ``camu.loop``. Adding a method is one module plus one import in ``camu/methods/__init__.py``.
+Everything else is shared: what a method is given and returns, the copies of the original and the stopwatch
+(``camu.methods.context``); batches, data-parallel sharding, autocast and the synchronised optimizer step
+(``camu.methods.run.Run``); the default optimizer (``camu.optim``); the trainable copy, resume state and epoch
+reporting (``camu.loop``). Adding a method is one module plus one import in ``camu/methods/__init__.py``.
 """
 
 from __future__ import annotations

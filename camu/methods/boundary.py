@@ -64,7 +64,8 @@ class BoundaryExpandingParams(OptimParams):
     weight_decay: float = Field(0.0, ge=0, le=1.0, description="weight decay (the authors': none)")
 
 
-def fgsm_neighbour_labels(f0: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float, ctx: UnlearnContext) -> torch.Tensor:
+def fgsm_neighbour_labels(f0: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float,
+                          ctx: UnlearnContext) -> torch.Tensor:
     """The original's predictions on one-step FGSM neighbours of ``x`` (pixel-space step ``bound``)."""
     x_adv = x.detach().clone().requires_grad_(True)
     with autocast(x.device):
@@ -79,7 +80,8 @@ def fgsm_neighbour_labels(f0: nn.Module, x: torch.Tensor, y: torch.Tensor, bound
     return adv_logits.argmax(dim=1)
 
 
-@METHODS.register("boundary_shrink", "Boundary shrink: D_f relabelled with the original's FGSM-neighbour class (class removal)")
+@METHODS.register("boundary_shrink",
+                  "Boundary shrink: D_f relabelled with the original's FGSM-neighbour class (class removal)")
 class BoundaryShrink(UnlearningMethod[BoundaryShrinkParams]):
     Params = BoundaryShrinkParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": for_families({**REFERENCE, "bound": 0.1}, SOURCE,
@@ -131,7 +133,8 @@ def _resized(layer: nn.Linear, outputs: int) -> nn.Linear:
     return new
 
 
-@METHODS.register("boundary_expanding", "Boundary expanding: D_f pushed into an extra shadow class, then pruned (class removal)")
+@METHODS.register("boundary_expanding",
+                  "Boundary expanding: D_f pushed into an extra shadow class, then pruned (class removal)")
 class BoundaryExpanding(UnlearningMethod[BoundaryExpandingParams]):
     Params = BoundaryExpandingParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {"reference": for_families(REFERENCE, SOURCE, NOTE)}

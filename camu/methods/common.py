@@ -28,7 +28,8 @@ class OptimParams(MethodParams):
     weight_decay: float = Field(5e-4, ge=0, le=1.0, description="weight decay")
 
 
-def passes(run: Run, indices: torch.Tensor, batch_size: int, tag: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+def passes(run: Run, indices: torch.Tensor, batch_size: int,
+           tag: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """One shuffled pass over the training samples ``indices``: (global batch size, images, labels) of
     this rank's share of each global batch."""
     batches = run.batches(len(indices), batch_size, run.generator(tag))

@@ -41,7 +41,8 @@ class L1Sparse(UnlearningMethod[L1SparseParams]):
     Params = L1SparseParams
     presets: ClassVar[dict[str, dict[str, Preset]]] = {
         "reference": for_families({"alpha": 5e-4, "lr": 0.01, "epochs": 10, "batch_size": 256}, SOURCE)}
-    space: ClassVar[dict[str, Any]] = {"alpha": {"loguniform": [1.0e-6, 1.0e-3]}, "lr": {"loguniform": [1.0e-4, 1.0e-1]},
+    space: ClassVar[dict[str, Any]] = {"alpha": {"loguniform": [1.0e-6, 1.0e-3]},
+                                       "lr": {"loguniform": [1.0e-4, 1.0e-1]},
                                        "epochs": {"randint": [1, 10]}}
 
     def epoch(self, run: Run, params: L1SparseParams, epoch: int) -> None:

@@ -29,7 +29,12 @@ from pydantic import Field
 from camu.methods.base import METHODS, Preset, Run, UnlearningMethod
 from camu.methods.common import TAG_FORGET, TAG_LABELS, TAG_MIXED, TAG_RETAIN, OptimParams, cross_entropy_pass
 
-SMALL_SCALE_NOTE = "not published: the references have no small-scale setting, and the CIFAR one (SGD lr 0.01, momentum 0.9) collapses the paper's CNN (mnist10k, measured: RA 12.8% class removal, 13.9% random removal; the first random-label steps meet logits ~19 nats off); lr 1e-4 is the largest of 1e-2, 3e-3, 1e-3, 3e-4, 1e-4 that keeps RA within 5 points in both scenarios on mnist10k both as idx files and as an image folder (3e-4 cost 49 points on the image folder's random removal; benchmarks/preset_health.py)"
+SMALL_SCALE_NOTE = ("not published: the references have no small-scale setting, and the CIFAR one (SGD lr 0.01, "
+                    "momentum 0.9) collapses the paper's CNN (mnist10k, measured: RA 12.8% class removal, 13.9% "
+                    "random removal; the first random-label steps meet logits ~19 nats off); lr 1e-4 is the largest"
+                    " of 1e-2, 3e-3, 1e-3, 3e-4, 1e-4 that keeps RA within 5 points in both scenarios on mnist10k "
+                    "both as idx files and as an image folder (3e-4 cost 49 points on the image folder's random "
+                    "removal; benchmarks/preset_health.py)")
 
 Schedule = Literal["auto", "two_pass", "mixed"]
 MIXED_FROM_CLASSES = 100  # schedule auto: mixed for datasets of this many classes or more

@@ -37,7 +37,8 @@ class RetrainParams(OptimParams):
 @METHODS.register("retrain", "Retrain from scratch on D_r (in a job: the cached oracle, never trained twice)")
 class Retrain(UnlearningMethod[RetrainParams]):
     Params = RetrainParams
-    presets: ClassVar[dict[str, dict[str, Preset]]] = {"recipe": for_families({}, "the job's original.recipe (the oracle is trained with it)")}
+    presets: ClassVar[dict[str, dict[str, Preset]]] = {
+        "recipe": for_families({}, "the job's original.recipe (the oracle is trained with it)")}
     reuses_oracle = True
 
     def adapt(self, model: nn.Module, ctx: UnlearnContext, params: RetrainParams) -> nn.Module:

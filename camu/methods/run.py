@@ -85,7 +85,8 @@ class Run:
         averaging over the group, exactly the gradient of the global mean."""
         return per_sample.float().sum() * (self.world / max(global_count, 1))
 
-    def step(self, loss: torch.Tensor, optimizer: str = "main", grad_mask: dict[str, torch.Tensor] | None = None) -> None:
+    def step(self, loss: torch.Tensor, optimizer: str = "main",
+             grad_mask: dict[str, torch.Tensor] | None = None) -> None:
         """zero_grad, backward, average gradients over the group, optionally mask them, step."""
         opt = self.optimizers[optimizer]
         opt.zero_grad(set_to_none=True)

@@ -32,7 +32,12 @@ from camu.methods.common import TAG_FORGET, passes
 from camu.methods.random_label import RandomLabelParams, random_label_pass, resolved_schedule
 from camu.runtime import eval_mode
 
-SMALL_SCALE_NOTE = "not published: the references have no small-scale setting, and the CIFAR one (SGD lr 0.013, momentum 0.9) collapses the paper's CNN (mnist10k, measured: RA 12.8% class removal, 17.7% random removal; the first random-label steps meet logits ~19 nats off); lr 1e-4 is the largest of 1e-2, 3e-3, 1e-3, 3e-4, 1e-4 that keeps RA within 5 points in both scenarios on mnist10k both as idx files and as an image folder (3e-4 cost 49 points on the image folder's random removal; benchmarks/preset_health.py)"
+SMALL_SCALE_NOTE = ("not published: the references have no small-scale setting, and the CIFAR one (SGD lr 0.013, "
+                    "momentum 0.9) collapses the paper's CNN (mnist10k, measured: RA 12.8% class removal, 17.7% "
+                    "random removal; the first random-label steps meet logits ~19 nats off); lr 1e-4 is the largest"
+                    " of 1e-2, 3e-3, 1e-3, 3e-4, 1e-4 that keeps RA within 5 points in both scenarios on mnist10k "
+                    "both as idx files and as an image folder (3e-4 cost 49 points on the image folder's random "
+                    "removal; benchmarks/preset_health.py)")
 
 
 class SalUnParams(RandomLabelParams):
@@ -104,7 +109,8 @@ class SalUn(UnlearningMethod[SalUnParams]):
                                        "mask_ratio": {"uniform": [0.1, 0.9]}}
 
     deviations = (("mnist family: lr 1e-4, not the published 0.013 (which collapses the paper's CNN; see the preset's "
-                  "note)"), "follows the code after the Feb-2026 weight-decay fix (a6e89fd); the paper's numbers predate it")
+                   "note)"),
+                  "follows the code after the Feb-2026 weight-decay fix (a6e89fd); the paper's numbers predate it")
 
     def prepare(self, run: Run, params: SalUnParams) -> None:
         # The saliency is that of the original: on a resume the model already moved, so use a fresh copy.

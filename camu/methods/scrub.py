@@ -43,7 +43,8 @@ class ScrubParams(OptimParams):
     gamma: float = Field(0.99, ge=0, le=100, description="weight of CE in the min-steps")
     alpha: float = Field(0.001, ge=0, le=100, description="weight of KL in the min-steps")
     kd_T: float = Field(4.0, gt=0, le=100, description="distillation temperature")
-    lr_decay_epochs: list[int] = Field(default_factory=lambda: [3, 5, 9], description="epochs after which the lr decays")
+    lr_decay_epochs: list[int] = Field(default_factory=lambda: [3, 5, 9],
+                                       description="epochs after which the lr decays")
     lr_decay_rate: float = Field(0.1, gt=0, le=1, description="factor of each decay")
 
 

@@ -65,11 +65,11 @@ class UnrollingSGD(UnlearningMethod[UnrollingParams]):
     lr_fields = ()  # lr is the original's training lr: data parallelism of the unlearning does not change it
     needs_initial = True
     deviations = (("refuses momentum and Adam originals by default although the reference's own verification scripts "
-                  "train with SGD momentum 0.9 and apply it anyway (Correlation_PRS.py): the derivation is for plain "
-                  "SGD, and accept_non_sgd_original: true applies it to any original"),
+                   "train with SGD momentum 0.9 and apply it anyway (Correlation_PRS.py): the derivation is for plain "
+                   "SGD, and accept_non_sgd_original: true applies it to any original"),
                   ("the CaMU paper applies it to an Adam-trained original; jobs must opt in with "
-                  "accept_non_sgd_original: true (no derivation for Adam; on mnist10k written as an image folder, class "
-                  "removal, it cost 8.1 points of RA, on the idx files 0.5)"),)
+                   "accept_non_sgd_original: true (no derivation for Adam; on mnist10k written as an image folder, "
+                   "class removal, it cost 8.1 points of RA, on the idx files 0.5)"),)
 
     def preset_names(self, setting: Setting) -> list[str]:
         return ["reference"]
@@ -86,7 +86,8 @@ class UnrollingSGD(UnlearningMethod[UnrollingParams]):
             return None
         if params.get("accept_non_sgd_original"):
             return None
-        used = recipe.get("optimizer", "adam") + (f" with momentum {recipe['momentum']}" if recipe.get("momentum") else "")
+        momentum = f" with momentum {recipe['momentum']}" if recipe.get("momentum") else ""
+        used = recipe.get("optimizer", "adam") + momentum
         return (f"unrolling_sgd's correction is plain SGD's identity, but the original is trained with {used}; "
                 f"set original.recipe.optimizer: sgd (momentum 0), or params: {{accept_non_sgd_original: true}} "
                 f"to apply it anyway (as the CaMU paper's Unrolling row)")

@@ -87,7 +87,8 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
         objectives = [_row(rows, sc.name, spec.name, trial_id, first.seed)["objective"]]
         objectives += [_run(c, trial_params, trial_id, sc.name, spec.name, rows) for c in contexts[1:]]
         chosen = choose(preset_objectives, trial_id, objectives)
-        say(f"    {spec.name} best candidate {trial_id}: objective {_fmt(objectives)} vs preset {_fmt(preset_objectives)}")
+        say(f"    {spec.name} best candidate {trial_id}: objective {_fmt(objectives)} vs preset "
+            f"{_fmt(preset_objectives)}")
     summary.mark_chosen(rows, sc.name, spec.name, chosen)
     _retain(ctx, first, rows, sc.name, spec.name, chosen)
     say(f"    {spec.name}: chosen configuration {chosen}")
@@ -150,7 +151,8 @@ def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, para
 
 
 def _row(rows: list[dict[str, Any]], scenario: str, method: str, trial_id: str, seed: int) -> dict[str, Any]:
-    return next(r for r in rows if (r["scenario"], r["method"], r["trial_id"], r["seed"]) == (scenario, method, trial_id, seed))
+    key = (scenario, method, trial_id, seed)
+    return next(r for r in rows if (r["scenario"], r["method"], r["trial_id"], r["seed"]) == key)
 
 
 def _fmt(values: list[float]) -> str:

@@ -111,7 +111,8 @@ def _register(ctx: JobRun, scenario: str, method: str, child: str, rows: list[di
         return {}
     best = min(chosen, key=lambda r: r["seed"])
     spec = ctx.spec
-    weights = trial_folder(trials_root(ctx.job_dir, scenario), method, best["seed"], best["trial_id"]) / "weights.safetensors"
+    folder = trial_folder(trials_root(ctx.job_dir, scenario), method, best["seed"], best["trial_id"])
+    weights = folder / "weights.safetensors"
     model = load_weights(new_model(data_config(spec), ctx.data, 0), weights)
     example = ctx.data.test.fetch(torch.arange(2), torch.device("cpu")).numpy()
     name = registered_model_name(spec.tracking.registered_model or f"camu-{spec.name}", spec.tracking.namespace,
@@ -123,7 +124,8 @@ def _register(ctx: JobRun, scenario: str, method: str, child: str, rows: list[di
                                  Tag.registered_model(method): f"{name}/{version}"})
     for row in chosen:
         ctx.tracker.set_tags(row["run_id"], {Tag.IS_BEST: "true"})
-    ctx.tracker.log_metrics(child, {f"best.{method}.avg_gap": best["avg_gap"], f"best.{method}.objective": best["objective"]})
+    ctx.tracker.log_metrics(child, {f"best.{method}.avg_gap": best["avg_gap"],
+                                    f"best.{method}.objective": best["objective"]})
     say(f"    {scenario}/{method}: {best['trial_id']} (avg gap {best['avg_gap']:.2f}) registered as {name} v{version}")
     return {f"{scenario}/{method}": f"models:/{name}/{version}"}
 

@@ -119,7 +119,8 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
     started = time.time()
     seed = ctx.seed if seed is None else seed
     tracker = Tracker.shared(ctx.tracking_uri)
-    sweep_tags = {SWEEP_TAG: sweep_id(ctx.scope_key, ctx.seed), CONFIG_TAG: json.dumps(sampled, sort_keys=True, default=str)[:7000]} \
+    sweep_tags = {SWEEP_TAG: sweep_id(ctx.scope_key, ctx.seed),
+                  CONFIG_TAG: json.dumps(sampled, sort_keys=True, default=str)[:7000]} \
         if sampled is not None else {}
     run_id = tracker.find_or_create_run(
         ctx.experiment_id, trial_run_name(ctx.scenario, ctx.method, seed, trial_id),
@@ -186,7 +187,8 @@ def trial_out_dir(ctx: SweepContext, trial_id: str, seed: int | None = None) -> 
 
 
 def trial_driver(config: dict[str, Any], ctx: SweepContext) -> None:
-    """The Tune trainable (pipeline stage 4): ray.tune APIs only here; ray.train APIs live in the workers. A configuration
+    """The Tune trainable (pipeline stage 4): ray.tune APIs only here; ray.train APIs live in the workers. A
+    configuration
     an earlier attempt of the job recorded takes that trial's id back: finished, it answers from its
     record; stopped early, it stays stopped; unfinished, it continues from its Train checkpoint."""
     tune_id = tune.get_context().get_trial_id()
@@ -369,7 +371,8 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
     if ctx.resources.num_workers > 0:  # in-process trials hold no placement group
         removed = wait_until_released()
         if removed:
-            say(f"    released {len(removed)} worker reservation(s) that stopped trials still held 20 s after the sweep")
+            say(f"    released {len(removed)} worker reservation(s) that stopped trials still held 20 s after the "
+                f"sweep")
     return done + trials
 
 

@@ -140,7 +140,8 @@ def check_cluster(address: str) -> None:
     if cluster and cluster != ray.__version__:
         raise InputError("--address", [(f"--address: the cluster at {address} runs Ray {cluster} but camu-orch needs "
                                          f"Ray {ray.__version__}; start the cluster from the project's image "
-                                         f"(cluster/images/Dockerfile) or install ray=={ray.__version__} on its nodes")])
+                                         f"(cluster/images/Dockerfile) or install ray=={ray.__version__} on its "
+                                         f"nodes")])
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -173,8 +174,8 @@ def remote_tracking_uri(spec: JobSpec) -> str:
             "export MLFLOW_TRACKING_URI=http://MLFLOW-HOST:5000 (a server the cluster can reach) and submit again")])
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         raise JobSpecError("tracking.uri", [
-            (f"tracking.uri: {uri} is a store on this machine that the cluster cannot reach (and sqlite is not safe for "
-            f"many writers); use an MLflow server, e.g. http://MLFLOW-HOST:5000")])
+            (f"tracking.uri: {uri} is a store on this machine that the cluster cannot reach (and sqlite is not "
+             f"safe for many writers); use an MLflow server, e.g. http://MLFLOW-HOST:5000")])
     return uri
 
 
@@ -215,13 +216,13 @@ def credential_warnings(spec: JobSpec, forward_credentials: bool) -> list[str]:
         sent = local
         if not sent:
             return []
-        return [(f"--forward-credentials: {', '.join(sent)} travel in the job's runtime_env env_vars, which every holder "
-                f"of the cluster's Ray token can read through the job list (ray job list, /api/jobs/; the dashboard "
-                f"hides them from browsers only). Ray 2.60 has no secret channel for jobs: on a shared cluster set "
-                f"them on the nodes instead (cluster/README.md)")]
+        return [(f"--forward-credentials: {', '.join(sent)} travel in the job's runtime_env env_vars, which every "
+                 f"holder of the cluster's Ray token can read through the job list (ray job list, /api/jobs/; the "
+                 f"dashboard hides them from browsers only). Ray 2.60 has no secret channel for jobs: on a shared "
+                 f"cluster set them on the nodes instead (cluster/README.md)")]
     if local:
         return [(f"{', '.join(local)} set here but not sent to the cluster: its nodes need their own (a Kubernetes "
-                f"Secret or the launcher's environment, cluster/README.md), or pass --forward-credentials")]
+                 f"Secret or the launcher's environment, cluster/README.md), or pass --forward-credentials")]
     return []
 
 
@@ -282,8 +283,9 @@ def upload_manifest(root: Path, plugins: Iterable[str], job_relative: str, exclu
     entries = dict.fromkeys([*UPLOAD_DIRS, *UPLOAD_FILES, *plugin_entries(root, plugins), job_relative])
     files = sorted({f for entry in entries if (root / entry).exists() for f in _source_files(root, entry)})
     if job_relative not in files:
-        raise JobSpecError(job_relative, [(f"(file): {job_relative} cannot travel to the cluster (only *.yaml / *.yml job "
-                                          f"files that are not hidden and not named like a secret); rename it")])
+        raise JobSpecError(job_relative, [(f"(file): {job_relative} cannot travel to the cluster (only *.yaml / "
+                                           f"*.yml job files that are not hidden and not named like a secret); "
+                                           f"rename it")])
     patterns = list(excludes)
     if not patterns:
         return files
@@ -357,7 +359,8 @@ def _cluster_runtime_env(root: Path) -> dict[str, Any]:
     data = data or {}
     unknown = set(data) - {"excludes", "env_vars"}
     if unknown:
-        raise InputError(str(path), [f"{k}: only excludes and env_vars are merged into submissions" for k in sorted(unknown)])
+        raise InputError(str(path), [f"{k}: only excludes and env_vars are merged into submissions"
+                                     for k in sorted(unknown)])
     secretish = [k for k in data.get("env_vars") or {} if any(w in k.upper() for w in ("PASSWORD", "TOKEN", "SECRET"))]
     if secretish:
         raise InputError(str(path), [f"env_vars.{k}: secrets do not belong in a committed file; set it on the "
@@ -394,9 +397,9 @@ def preflight(client: Any, submission: dict[str, Any], timeout_s: float = PREFLI
         client.stop_job(probe_id)
     raise InputError("--address", [
         (f"--address: the cluster cannot run camu-orch jobs (preflight {probe_id}: {status or 'no answer'} after "
-        f"{timeout_s:.0f}s). The entrypoint runs `python -m orchestrator` with the `python` on the cluster nodes' PATH, "
-        f"which must have the project's dependencies: start Ray from that environment (activate it before "
-        f"`ray start`) or use cluster/images/Dockerfile. Skip this check with --no-check. Probe output:\n{logs}")])
+         f"{timeout_s:.0f}s). The entrypoint runs `python -m orchestrator` with the `python` on the cluster nodes' "
+         f"PATH, which must have the project's dependencies: start Ray from that environment (activate it before "
+         f"`ray start`) or use cluster/images/Dockerfile. Skip this check with --no-check. Probe output:\n{logs}")])
 
 
 def submit_with_retry(client: Any, submission: dict[str, Any], attempts: int = 12) -> str:

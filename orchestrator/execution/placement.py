@@ -53,7 +53,8 @@ def held_placement_groups() -> list[str]:
         state = gcs_pb2.PlacementGroupTableData.PlacementGroupState.Name(pg.state)
         creator = (f"actor {pg.creator_actor_id.hex()[:12]} ({'dead' if pg.creator_actor_dead else 'alive'})"
                    if _created_by_actor(pg) else "driver")
-        out.append(f"{pg.placement_group_id.hex()[:12]} {pg.name or '-'} {state} {cpus:g} CPU {gpus:g} GPU, created by {creator}")
+        out.append(f"{pg.placement_group_id.hex()[:12]} {pg.name or '-'} {state} {cpus:g} CPU {gpus:g} GPU, "
+                   f"created by {creator}")
     return out
 
 

@@ -104,8 +104,9 @@ def _fit(trainer: TorchTrainer, resources: ResourcesSpec) -> ray.train.Result:
             + (f" + {resources.gpus_per_worker:g} GPU" if resources.use_gpu else "")
             + f" after {resources.start_attempts} attempt(s); the cluster has {free.get('CPU', 0):g} CPU and "
             f"{free.get('GPU', 0):g} GPU free of {ray.cluster_resources().get('CPU', 0):g} CPU / "
-            f"{ray.cluster_resources().get('GPU', 0):g} GPU. Lower resources.num_workers or sweep.max_concurrent_trials, "
-            f"wait for other jobs, or raise resources.start_attempts{_holders()}") from None
+            f"{ray.cluster_resources().get('GPU', 0):g} GPU. Lower resources.num_workers or "
+            f"sweep.max_concurrent_trials, wait for other jobs, or raise "
+            f"resources.start_attempts{_holders()}") from None
 
 
 def _holders() -> str:

@@ -99,8 +99,8 @@ def method_errors(i: int, spec: MethodSpec, dataset: str | None, model: str | No
         reason = check_applicable(spec.name, kind, has_initial=not loaded_original)
         if reason:
             fitting = [n for n, k in scenario_kinds if not check_applicable(spec.name, k, not loaded_original)]
-            fix = (f"run it on those it fits with scenarios: {fitting}, or drop it" if fitting and "defined only" in reason
-                   else "drop it from this job")
+            fix = (f"run it on those it fits with scenarios: {fitting}, or drop it"
+                   if fitting and "defined only" in reason else "drop it from this job")
             errors.append(f"{prefix}: {reason} (scenario {scenario}); {fix}")
             continue
         if dataset is None or model is None or model not in MODELS:

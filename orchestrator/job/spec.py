@@ -135,9 +135,9 @@ class MethodSpec(Strict):
     sweep: MethodSweepSpec = Field(default_factory=MethodSweepSpec)
     scenarios: list[str] | None = Field(None, min_length=1, description="the scenarios (names) it runs on; default all")
     seeds: list[Seed] | None = Field(None, min_length=1, max_length=100,
-                                     description="the job's seeds it runs on (default all): a heavy baseline may run on "
-                                                 "fewer when the job must fit a time budget; its sweep runs on the "
-                                                 "first of them")
+                                     description="the job's seeds it runs on (default all): a heavy baseline may "
+                                                 "run on fewer when the job must fit a time budget; its sweep runs on "
+                                                 "the first of them")
 
     def runs_on(self, scenario: str) -> bool:
         return self.scenarios is None or scenario in self.scenarios
@@ -148,7 +148,8 @@ class ObjectiveSpec(Strict):
     floors so that a collapsed model never wins."""
 
     ra_max_drop: float = Field(10.0, ge=0, le=100, description="RA may be at most this many points below the oracle's")
-    ta_retained_max_drop: float = Field(10.0, ge=0, le=100, description="likewise for test accuracy on retained classes")
+    ta_retained_max_drop: float = Field(10.0, ge=0, le=100,
+                                        description="likewise for test accuracy on retained classes")
     penalty: float = Field(100.0, gt=0, le=1e6, description="added to the gap of a trial below a floor")
 
 
@@ -197,14 +198,18 @@ class SweepSpec(Strict):
     grace_period: int = Field(1, ge=1, le=1000, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: int = Field(2, ge=2, le=100)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
-    max_failures: int = Field(1, ge=0, le=100, description="Tune retries of a failed trial before it is recorded as failed")
+    max_failures: int = Field(1, ge=0, le=100,
+                              description="Tune retries of a failed trial before it is recorded as failed")
     time_budget_s: float | None = Field(None, gt=0, le=30 * 86400, description="stop starting trials after this many "
                                                                               "seconds of a method's sweep")
 
 
 
 def _resource_step_problem(value: float, name: str) -> str | None:
-    if value and (value < RAY_RESOURCE_STEP or abs(round(value / RAY_RESOURCE_STEP) * RAY_RESOURCE_STEP - value) > 1e-9):
+    if not value:
+        return None
+    off_grid = abs(round(value / RAY_RESOURCE_STEP) * RAY_RESOURCE_STEP - value) > 1e-9
+    if value < RAY_RESOURCE_STEP or off_grid:
         return f"{name}: {value} is finer than Ray's resource resolution ({RAY_RESOURCE_STEP}); round it to 4 decimals"
     return None
 
@@ -265,7 +270,8 @@ class ResourcesSpec(Strict):
 class TrackingSpec(Strict):
     experiment: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$",
                                    description="MLflow experiment (default: the job name)")
-    uri: str | None = Field(None, description="tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    uri: str | None = Field(None,
+                            description="tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     registered_model: RegistryName | None = Field(None, description="registry name prefix of the best models "
                                                                     "(default camu-<job name>); letters, digits, _ . -")
     namespace: Literal["owner", "shared"] = Field(
@@ -355,7 +361,8 @@ class StorageSpec(Strict):
     @model_validator(mode="after")
     def _job_folders_need_a_filesystem(self) -> StorageSpec:
         if self.object_storage and self.cache_dir is None:
-            raise ValueError(f"cache_dir: required when storage.path is object storage ({storage_scheme(self.path or '')}"
+            scheme = storage_scheme(self.path or '')
+            raise ValueError(f"cache_dir: required when storage.path is object storage ({scheme}"
                              f"://, used by Ray Train/Tune alone): the model cache and the job folders (splits, trial "
                              f"outputs, final.json, weights) need a folder every node can read; set storage.cache_dir, "
                              f"e.g. /mnt/shared/camu_cache (with storage.shared: true on a multi-node cluster)")
@@ -456,7 +463,8 @@ class JobSpec(Strict):
             strange = sorted(set(method.seeds or []) - set(self.seeds))
             if strange:
                 problems.append(f"methods.{i}.seeds: {strange} are not seeds of this job; choose from {self.seeds}")
-            elif method.seeds is not None and method.name in ("camu", "retrain") and set(method.seeds) != set(self.seeds):
+            elif (method.seeds is not None and method.name in ("camu", "retrain")
+                  and set(method.seeds) != set(self.seeds)):
                 problems.append(f"methods.{i}.seeds: {method.name} runs on every seed of the job (a comparison never "
                                 f"cuts CaMU's or the oracle's seeds); remove its seeds list")
             grids = (method.sweep.search_space() or SearchSpace({})).grids

@@ -15,7 +15,8 @@ from orchestrator.inputs import InputProblem
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 # models:/<name>/<version>, models:/<name>/latest, models:/<name>@<alias>, models:/m-<logged model id>
-MODELS_URI = re.compile(r"models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.\- ]*)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))?")
+MODELS_URI = re.compile(r"models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.\- ]*)"
+                        r"(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))?")
 RUNS_URI = re.compile(r"runs:/(?P<run>[0-9a-f]{32})(?:/(?P<path>[^?#]*))?")
 SERVER_SCHEMES = ("http", "https")
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
@@ -91,7 +92,8 @@ def tracking_uri_problem(uri: str) -> str | None:
     scheme = parts.scheme.lower()
     base = scheme.split("+", 1)[0]
     if scheme in ("", "file") or len(scheme) == 1:
-        return (f"{shown} is a file store, which MLflow 3.7+ refuses; use sqlite:///{Path(parts.path or uri).name or 'mlflow'}.db "
+        name = Path(parts.path or uri).name or "mlflow"
+        return (f"{shown} is a file store, which MLflow 3.7+ refuses; use sqlite:///{name}.db "
                 f"(a file in an existing folder) or an MLflow server http://HOST:5000")
     if scheme == "sqlite":
         if not uri.startswith("sqlite:///") or uri in ("sqlite:///", "sqlite:///:memory:"):

@@ -68,7 +68,8 @@ def _registry_errors(raw: dict[str, Any]) -> list[str]:
             continue
         options = {k: v for k, v in block.items() if k != "name"}
         if block["name"] not in registry:
-            errors.append(f"{label}.name: unknown {label} {block['name'][:40]!r}; choose one of {', '.join(registry.names())}")
+            errors.append(f"{label}.name: unknown {label} {block['name'][:40]!r}; choose one of "
+                          f"{', '.join(registry.names())}")
         else:
             errors += model_errors(label, registry.get(block["name"]).options, options)
     scenarios = raw.get("scenarios") if isinstance(raw.get("scenarios"), list) else []
@@ -77,7 +78,8 @@ def _registry_errors(raw: dict[str, Any]) -> list[str]:
             continue
         options = {k: v for k, v in sc.items() if k not in ("name", "kind")}
         if sc["kind"] not in SCENARIOS:
-            errors.append(f"scenarios.{i}.kind: unknown kind {sc['kind'][:40]!r}; choose one of {', '.join(SCENARIOS.names())}")
+            errors.append(f"scenarios.{i}.kind: unknown kind {sc['kind'][:40]!r}; choose one of "
+                          f"{', '.join(SCENARIOS.names())}")
         else:
             errors += model_errors(f"scenarios.{i}", SCENARIOS.get(sc["kind"]).options, {"kind": sc["kind"], **options})
     return errors

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from orchestrator.job.messages import format_validation_error
 from orchestrator.job.spec import ExpectSpec, JobSpecError
-from orchestrator.tables import MISSING, format_mean_std, render_table
+from orchestrator.tables import format_mean_std, render_table
 
 JOB_FILE_ARTIFACT = "job.yaml"      # the job file as the job ran it (overrides applied, credentials redacted)
 REFERENCES = ("original", "oracle")
@@ -113,8 +113,9 @@ def evaluate(targets: list[ExpectSpec], by_method: pa.Table) -> list[TargetResul
 # ----------------------------------------------------------------------------- showing
 def format_measured(mean: float, std: float) -> str:
     """``mean +- std`` as every table prints it (``orchestrator.tables``); ``not measured`` when missing."""
-    text = format_mean_std(mean, std)
-    return NOT_MEASURED if text == MISSING else text
+    if mean is None or not math.isfinite(mean):
+        return NOT_MEASURED
+    return format_mean_std(mean, std)
 
 
 def cells(result: TargetResult) -> list[str]:

@@ -69,11 +69,11 @@ class UiLinks:
         return url + (f"&searchFilter={quote(search, safe='')}" if search else "")
 
     def job_runs(self, job: str) -> str:
-        return self.runs(f"tags.`camu.job` = '{job}'")
+        return self.runs(f"tags.`{Tag.JOB}` = '{job}'")
 
     def best_trials(self, job: str, scenario: str | None = None) -> str:
-        where = f"{BEST_FILTER} and tags.`camu.job` = '{job}'"
-        return self.runs(where + (f" and tags.`camu.scenario` = '{scenario}'" if scenario else ""))
+        where = f"{BEST_FILTER} and tags.`{Tag.JOB}` = '{job}'"
+        return self.runs(where + (f" and tags.`{Tag.SCENARIO}` = '{scenario}'" if scenario else ""))
 
     def run(self, run_id: str) -> str:
         return f"{self.base}/#/experiments/{self.experiment_id}/runs/{run_id}?{MODE}"

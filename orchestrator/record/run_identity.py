@@ -109,5 +109,6 @@ def trials_root(job_dir: str | Path, scenario: str) -> Path:
 
 
 def trial_folder(trials_root: str | Path, method: str, seed: int, trial_id: str) -> Path:
-    """Where a trial writes its weights and ``final.json``: ``<trials root of the scenario>/<method>/seed<k>/<trial>``."""
+    """Where a trial writes its weights and ``final.json``:
+    ``<trials root of the scenario>/<method>/seed<k>/<trial>``."""
     return Path(trials_root) / method / f"seed{seed}" / trial_id

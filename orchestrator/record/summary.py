@@ -105,7 +105,7 @@ def _job_run(tracker: Tracker, ident: str) -> Any:
         raise LookupError(f"{ident[:80]!r} is neither a job name (letters, digits, _ . -) nor a 32-hex run id")
     names = {e.experiment_id: e.name for e in tracker.client.search_experiments(max_results=50000)}
     me = owner()
-    query = f"tags.`camu.role` = 'job' and tags.`camu.job` = '{ident}'"
+    query = f"tags.`{Tag.ROLE}` = 'job' and tags.`{Tag.JOB}` = '{ident}'"
     search = (lambda q, n: tracker.client.search_runs(list(names), q, max_results=n,
                                                       order_by=["attributes.start_time DESC"]) if names else [])
     # the caller's own: tagged with their name, in an experiment of their namespace (``<experiment>@<owner>``)
@@ -231,6 +231,6 @@ BY_METHOD_SCHEMA = pa.schema([("scenario", pa.string()), ("method", pa.string())
 def render_by_method(table: pa.Table) -> str:
     """Fixed-width text: ``mean +- std`` over seeds, a plain value for a single seed."""
     cols = ["scenario", "method", "config", "trial_id", "seeds", "trials"] + BY_METHOD_METRICS
-    rows = [[format_value(r[c]) if c not in BY_METHOD_METRICS else format_mean_std(r[c], r[f"{c}_std"]) for c in cols]
-            for r in table.to_pylist()]
+    rows = [[format_mean_std(r[c], r[f"{c}_std"], same_decimals=False) if c in BY_METHOD_METRICS
+             else format_value(r[c]) for c in cols] for r in table.to_pylist()]
     return render_table(cols, rows)

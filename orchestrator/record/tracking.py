@@ -307,7 +307,8 @@ class Tracker:
         found: list[Any] = []
         token = None
         while True:
-            page = _retry(lambda t=token: self.client.search_runs([experiment_id], query, max_results=1000, page_token=t),
+            page = _retry(lambda t=token: self.client.search_runs([experiment_id], query, max_results=1000,
+                                                                 page_token=t),
                           "search runs")
             found += list(page)
             token = page.token
@@ -316,7 +317,7 @@ class Tracker:
 
     def running_runs_of_job(self, experiment_id: str, job_run: str) -> list[str]:
         """Ids of every RUNNING run the job ``job_run`` created (tag ``camu.job_run``): one search, paged."""
-        query = f"tags.`camu.job_run` = '{job_run}' and attributes.status = 'RUNNING'"
+        query = f"tags.`{Tag.JOB_RUN}` = '{job_run}' and attributes.status = 'RUNNING'"
         return [r.info.run_id for r in self.search_all(experiment_id, query) if r.info.run_id != job_run]
 
     def list_child_runs(self, experiment_id: str, parent: str) -> list[Any]:

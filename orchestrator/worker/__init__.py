@@ -12,4 +12,5 @@
 
 from orchestrator.secrets import install_redacting_filter
 
-install_redacting_filter()  # every Ray worker process (Train workers, Tune trial drivers, evaluation tasks) imports this
+# every Ray worker process (Train workers, Tune trial drivers, evaluation tasks) imports this package
+install_redacting_filter()

@@ -140,7 +140,8 @@ def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, spl
             cfg.method, len(broken), ", ".join(broken[:3]))
         tracker.set_tags(cfg.run_id, {Tag.DIVERGED: "true"})
     with timings("evaluation"):
-        final, samples, curve, gap = assess(result.model, data, split, device, wcfg, result.members, wcfg.oracle_metrics)
+        final, samples, curve, gap = assess(result.model, data, split, device, wcfg, result.members,
+                                            wcfg.oracle_metrics)
     final["diverged"] = float(bool(broken))
     final["unlearn_seconds"] = result.seconds
     final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")

@@ -55,6 +55,17 @@ def test_a_new_error_class_is_classified_by_its_base_not_its_module() -> None:
     assert classify(RuntimeError("a bug")) is None  # anything else keeps its traceback
 
 
+def test_an_input_error_raised_inside_a_ray_task_is_a_failed_job() -> None:
+    """ray.get re-raises a task's error as a class deriving from RayTaskError and the original: the job had
+    started, so it exits 1 with where to look, not 2."""
+    from ray.exceptions import RayTaskError
+
+    wrapped = RayTaskError("evaluate_weights", "Traceback ...", ScenarioError("bad classes")).as_instanceof_cause()
+    assert isinstance(wrapped, ScenarioError)
+    failure = classify(wrapped)
+    assert failure.code == JOB_FAILED and "continue with camu-orch resume" in failure.message
+
+
 def test_job_spec_errors_are_input_errors_with_every_problem() -> None:
     err = JobSpecError("job.yaml", ["a: one", "b: two"])
     assert isinstance(err, InputError) and err.path == "job.yaml" and err.errors == ["a: one", "b: two"]

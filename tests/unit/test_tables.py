@@ -16,10 +16,13 @@ def test_mean_and_sample_std_against_the_statistics_module():
     assert all(math.isnan(v) for v in mean_and_std([]))
 
 
-def test_numbers_print_with_the_means_decimals():
+def test_numbers_print_with_the_means_decimals_or_their_own():
     assert format_mean_std(97.1634, 0.1912) == "97.16 +- 0.19"
     assert format_mean_std(0.2541, 0.0031) == "0.254 +- 0.003"
+    assert format_mean_std(98.5, 0.4, same_decimals=False) == "98.50 +- 0.400"  # results --by method
+    assert format_mean_std(0.5, 1.2, same_decimals=False) == "0.500 +- 1.20"
     assert format_mean_std(0.2541, math.nan) == "0.254"
+    assert format_mean_std(math.inf, math.nan) == "inf"
     assert format_mean_std(math.nan, 1.0) == "-" and format_mean_std(None, None) == "-"
     assert [format_value(v) for v in (0.5, 12.0, math.nan, True, False, 3, "x")] == \
         ["0.500", "12.00", "-", "*", "", "3", "x"]

@@ -61,7 +61,8 @@ def render_source(source: ReportSource, output: Path, links: UiLinks | None = No
                 fig.savefig(figures_dir / f"{key}.svg", format="svg")
             plt.close(fig)
             outcome.figures.append(key)
-    fractions = [v for v in source.summary.column("selection_fraction").to_pylist() if v is not None and math.isfinite(v)]
+    fractions = [v for v in source.summary.column("selection_fraction").to_pylist()
+                 if v is not None and math.isfinite(v)]
     html = page.render(source, summary.by_method(source.summary), images, links, serve,
                        fractions[0] if fractions else None)
     output.write_text(html, encoding="utf-8")

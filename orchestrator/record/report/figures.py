@@ -231,7 +231,8 @@ def relearning_gap(sc: ScenarioData, style: dict[str, Style]) -> Figure | None:
     for name, (steps, means, n) in refs.items():
         label = "oracle (retrain)" if name == "oracle" else "original"
         ax.plot(steps, means, color="black", linewidth=1.6, linestyle="--" if name == "oracle" else ":",
-                marker="X" if name == "oracle" else "D", markersize=5, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+                marker="X" if name == "oracle" else "D", markersize=5,
+                label=f"{label} ({n} seed{'s' if n > 1 else ''})")
     ax.axhline(0, color="0.6", linewidth=0.8)
     ax.set_xlabel("relearning batches on D_r (optimizer steps, 0 = before)")
     ax.set_ylabel("acc(D_r) - acc(D_f) (points)")

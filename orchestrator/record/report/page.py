@@ -21,9 +21,10 @@ line-height:1.45;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.5rem;border-bottom:2px solid #ddd;padding-bottom:.2rem}
 h3{margin-top:1.6rem}.meta{color:#555;font-size:.9rem}.note{background:#fff4e5;border-left:4px solid #e69f00;
 padding:.5rem .8rem;margin:.6rem 0}.fail{background:#fdecea;border-left-color:#d55e00}
-table{border-collapse:collapse;font-size:.8rem;margin:.6rem 0;width:100%}th,td{border:1px solid #ccc;padding:.25rem .4rem;
-text-align:right;white-space:nowrap}th{background:#f2f2f2}td.l,th.l{text-align:left}tr.ref td{background:#f7f7f7;
-font-style:italic}tr.win td{font-weight:600}figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
+table{border-collapse:collapse;font-size:.8rem;margin:.6rem 0;width:100%}
+th,td{border:1px solid #ccc;padding:.25rem .4rem;text-align:right;white-space:nowrap}th{background:#f2f2f2}
+td.l,th.l{text-align:left}tr.ref td{background:#f7f7f7;font-style:italic}tr.win td{font-weight:600}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#444}.absent{color:#777;font-size:.85rem}.links a{margin-right:1.2rem}
 .wrap{overflow-x:auto}code{background:#f4f4f4;padding:0 .2rem}tr.miss td{background:#fdecea}
 """
@@ -134,7 +135,8 @@ def figure_block(name: str, png: bytes | None, title: str, caption: str, reason:
 
 
 TITLES = {"tradeoff": "Forgetting vs utility", "frontier": "Cost vs quality", "epochs": "Per-epoch accuracy",
-          "relearning": "Relearning", "relearning_gap": "Relearning gap", "membership": "Membership scores of the forget set"}
+          "relearning": "Relearning", "relearning_gap": "Relearning gap",
+          "membership": "Membership scores of the forget set"}
 
 
 def render(source: ReportSource, by_method: pa.Table, images: dict[tuple[str, str], bytes | None],

@@ -84,7 +84,8 @@ class ReportSource:
                      **info: Any) -> ReportSource:
         """A source with the summary only: tables, trade-off, frontier and sweep figures; no curves."""
         rows = summary.to_pylist()
-        scenarios = [ScenarioData(name, (kinds or {}).get(name) or _guess_kind(scoped), scoped, seed=_sweep_seed(scoped))
+        scenarios = [ScenarioData(name, (kinds or {}).get(name) or _guess_kind(scoped), scoped,
+                                  seed=_sweep_seed(scoped))
                      for name in dict.fromkeys(r["scenario"] for r in rows)
                      for scoped in [[r for r in rows if r["scenario"] == name]]]
         return cls(job, summary, scenarios, **info)
