@@ -1,4 +1,5 @@
-"""The sweep objective and best-trial selection: average gap to the oracle, guarded by floors."""
+"""The sweep objective: the average gap to the oracle, guarded by floors (which configuration is chosen from the
+objectives: ``orchestrator.driver.choice``)."""
 
 from __future__ import annotations
 
