@@ -17,9 +17,9 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from camu import optim
 from camu.data.sources import Source
 from camu.losses import cross_entropy
-from camu.optim import adam, sgd
 from camu.runtime import (
     Shard,
     autocast,
@@ -64,10 +64,8 @@ class TrainRecipe(StrictModel):
 
 
 def make_training_optimizer(params: Any, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``params``."""
-    if recipe.optimizer == "sgd":
-        return sgd(params, recipe.lr, recipe.momentum, recipe.weight_decay)
-    return adam(params, recipe.lr, recipe.weight_decay)
+    """The recipe's optimizer over ``params`` (``camu.optim.optimizer``: fused Adam or SGD)."""
+    return optim.optimizer(params, recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay)
 
 
 @dataclass
