@@ -75,6 +75,6 @@ def run_unlearning(method: UnlearningMethod, params: MethodParams, ctx: UnlearnC
 def run_method(name: str, params: dict | MethodParams | None, ctx: UnlearnContext) -> UnlearnResult:
     """Validate ``params`` for method ``name`` and run it through the shared loop."""
     cls = METHODS.get(name)
-    if not isinstance(params, MethodParams):
+    if not isinstance(params, cls.Params):  # a dict (or None) from a script; the orchestrator sends the model
         params = cls.Params.model_validate(params or {})
     return run_unlearning(cls(), params, ctx)

@@ -127,7 +127,7 @@ class UnlearningMethod(Generic[P]):
         """The parameters of preset ``name`` (a complete, validated configuration)."""
         return self.Params.model_validate(self.preset_entry(name, setting).values).model_dump()
 
-    def original_problem(self, recipe: dict[str, Any] | None, params: dict[str, Any]) -> str | None:
+    def original_problem(self, recipe: dict[str, Any] | None, params: P) -> str | None:
         """Why this method cannot unlearn an original trained with ``recipe`` (None: a loaded original)
         at ``params``, or None; default: any original will do."""
         return None

@@ -81,10 +81,10 @@ class UnrollingSGD(UnlearningMethod[UnrollingParams]):
         values = {"lr": recipe["lr"], "scale": recipe["epochs"], "batch_size": recipe["batch_size"]}
         return Preset(values, SOURCE + "; values: the original's recipe (lr, epochs, batch)")
 
-    def original_problem(self, recipe: dict[str, Any] | None, params: dict[str, Any]) -> str | None:
+    def original_problem(self, recipe: dict[str, Any] | None, params: UnrollingParams) -> str | None:
         if recipe is None or recipe.get("optimizer", "adam") == "sgd" and not recipe.get("momentum"):
             return None
-        if params.get("accept_non_sgd_original"):
+        if params.accept_non_sgd_original:
             return None
         momentum = f" with momentum {recipe['momentum']}" if recipe.get("momentum") else ""
         used = recipe.get("optimizer", "adam") + momentum

@@ -42,12 +42,11 @@ from typing import Any
 import torch
 
 from orchestrator.files import atomic_write
-from orchestrator.record.run_identity import Tag, content_hash
+from orchestrator.record.run_identity import content_hash
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
-SHA_TAG = Tag.WEIGHTS_SHA256  # the digest of a cached model's weights, on its MLflow training run
 
 
 class CacheEntryError(RuntimeError):

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
+from camu.methods import MethodParams
 from orchestrator.job.presets import PRESET_TRIAL
 from orchestrator.tables import mean_and_std
 
-Candidate = tuple[float, str, dict[str, Any]]
+Candidate = tuple[float, str, MethodParams]
 """(objective on the selection seed, trial id, parameters)."""
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from camu.methods import METHODS
+from camu.methods import METHODS, MethodParams
 from orchestrator.driver.choice import best_candidate, choose
 from orchestrator.driver.context import JobRun, References
 from orchestrator.driver.sweep import run_sweep, run_trial
@@ -26,6 +26,7 @@ from orchestrator.job.presets import (
     preset_name,
     search_space,
     setting,
+    with_values,
 )
 from orchestrator.job.space import SearchSpace
 from orchestrator.job.spec import MethodSpec, ScenarioSpec
@@ -38,7 +39,7 @@ from orchestrator.worker.wire import SweepContext
 
 
 def _context(ctx: JobRun, sc: ScenarioSpec, method: str, ref: References, child: str,
-             params: dict[str, Any]) -> SweepContext:
+             params: MethodParams) -> SweepContext:
     return SweepContext(job=ctx.spec.name, scenario=sc.name, method=method, seed=ref.seed, tracking_uri=ctx.uri,
                         experiment_id=ctx.experiment_id, scenario_run_id=child,
                         scope_key=content_hash([ctx.parent, sc.name, method]), storage_path=ctx.storage,
@@ -47,9 +48,9 @@ def _context(ctx: JobRun, sc: ScenarioSpec, method: str, ref: References, child:
                         keep_all_weights=ctx.spec.storage.keep_weights == "all")
 
 
-def _space_max_epochs(space: SearchSpace, params: dict[str, Any]) -> int:
+def _space_max_epochs(space: SearchSpace, params: MethodParams) -> int:
     """The most epochs a trial of this space can run (ASHA's time axis)."""
-    return int(space.largest("epochs", int(params.get("epochs", 1))))
+    return int(space.largest("epochs", int(getattr(params, "epochs", 1))))
 
 
 def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[References], child: str,
@@ -117,18 +118,18 @@ def _is_sweep_trial(ctx: JobRun, run_id: str) -> bool:
     return Tag.SWEEP in ctx.tracker.run(run_id).data.tags
 
 
-def _run(ctx: SweepContext, params: dict[str, Any], trial_id: str, scenario: str, method: str,
+def _run(ctx: SweepContext, params: MethodParams, trial_id: str, scenario: str, method: str,
          rows: list[dict[str, Any]]) -> float:
     """One run outside the sweep (a preset, a replicate): its row, and its objective."""
-    PROGRESS.start_task(f"{method} {trial_id} on seed {ctx.seed}", params.get("epochs"))
+    PROGRESS.start_task(f"{method} {trial_id} on seed {ctx.seed}", getattr(params, "epochs", None))
     metrics, run_id = run_trial(ctx, params, trial_id, in_tune=False)
-    rows.append(summary.trial_row(scenario, method, ctx.seed, trial_id, metrics, run_id, params))
+    rows.append(summary.trial_row(scenario, method, ctx.seed, trial_id, metrics, run_id, params.model_dump()))
     return metrics.get(OBJECTIVE, math.nan)
 
 
-def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, params: dict[str, Any],
-           space: SearchSpace, evaluated: list[tuple[dict[str, Any], float]],
-           rows: list[dict[str, Any]]) -> list[tuple[float, str, dict[str, Any]]]:
+def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, params: MethodParams,
+           space: SearchSpace, evaluated: list[tuple[MethodParams, float]],
+           rows: list[dict[str, Any]]) -> list[tuple[float, str, MethodParams]]:
     """The sweep on the selection seed, told the presets' results first; returns its finished trials
     as (objective, trial id, params)."""
     job = ctx.spec
@@ -138,10 +139,10 @@ def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, para
                        f"{job.name}-{first.scope_key}-s{first.seed}", evaluated=evaluated, tracker=ctx.tracker)
     finished = []
     for trial in trials:
-        trial_id, trial_params = trial.trial_id, {**params, **trial.config}
+        trial_id, trial_params = trial.trial_id, with_values(params, trial.config)
         run_id = ctx.tracker.find_run(ctx.experiment_id, {Tag.KEY: trial_key(first.scope_key, trial_id, first.seed)})
-        row = summary.trial_row(sc.name, method, first.seed, trial_id, trial.metrics, run_id, trial_params,
-                                failed=trial.failed)
+        row = summary.trial_row(sc.name, method, first.seed, trial_id, trial.metrics, run_id,
+                                trial_params.model_dump(), failed=trial.failed)
         rows.append(row)
         if row["status"] == "finished" and math.isfinite(row["objective"]):
             finished.append((row["objective"], trial_id, trial_params))

@@ -38,8 +38,6 @@ from orchestrator.job.validate import CheckedJob
 from orchestrator.progress import PROGRESS, quiet_libraries, say, stage
 from orchestrator.record import summary
 from orchestrator.record.identity import (
-    CODE_HASH_TAG,
-    OWNER_TAG,
     code_hash,
     experiment_name,
     owner,
@@ -168,7 +166,7 @@ def resume_job(ident: str, tracking_uri: str | None = None, address: str | None 
 def _check_resumable(tracker: Tracker, parent: Any, accept_owner: str | None, allow_code_change: bool) -> None:
     """Refuse to resume another user's job, a job whose driver is still alive, or one recorded by other code."""
     tags = parent.data.tags
-    recorded_owner = tags.get(OWNER_TAG, "")
+    recorded_owner = tags.get(Tag.OWNER, "")
     if recorded_owner != owner() and recorded_owner != accept_owner:
         raise LookupError(
             f"job run {parent.info.run_id} belongs to {recorded_owner or 'an unknown owner'}, not to you ({owner()}); "
@@ -177,7 +175,7 @@ def _check_resumable(tracker: Tracker, parent: Any, accept_owner: str | None, al
     if close_if_driver_gone(tracker, parent) == "alive":
         raise LookupError(f"job run {parent.info.run_id} is still running (driver {tags.get(Tag.DRIVER, '?')}, "
                           f"alive); stop it first (camu-orch stop, or Ctrl-C in its terminal)")
-    recorded = tags.get(CODE_HASH_TAG)
+    recorded = tags.get(Tag.CODE_HASH)
     if recorded and recorded != code_hash() and not allow_code_change:
         raise LookupError(
             f"job run {parent.info.run_id} was run by other code (camu {tags.get(Tag.CODE_VERSION, '?')}, code hash "
@@ -221,7 +219,7 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
                                          Tag.NAMESPACE: spec.tracking.namespace, **identity},
                                         key=f"job:{spec.name}:{submission}")
     # a resumed job: this code, this driver (its owner stays the one who started it)
-    tracker.set_tags(parent, {**{k: v for k, v in identity.items() if k != OWNER_TAG}, **driver_tags()})
+    tracker.set_tags(parent, {**{k: v for k, v in identity.items() if k != Tag.OWNER}, **driver_tags()})
     job_dir = jobs_root / spec.name / submission
     ctx = JobRun(spec, checked, tracker, tracker.uri, experiment_id, exp_name, parent, storage, cache_dir, job_dir,
                  [parent], submission=submission, run_tags={Tag.JOB_RUN: parent, **identity})

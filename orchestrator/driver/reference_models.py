@@ -16,7 +16,6 @@ import torch
 
 from camu.weights import save_weights
 from orchestrator.driver.cache import (
-    SHA_TAG,
     WEIGHTS_FILE,
     CachedModel,
     CacheEntryError,
@@ -102,7 +101,7 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
         f"    {label}: another job is training the same model (cache {key}); waiting for it"))
     run_id = meta["run_id"]
     if built:
-        tracker.set_tags(run_id, {SHA_TAG: meta["sha256"]})
+        tracker.set_tags(run_id, {Tag.WEIGHTS_SHA256: meta["sha256"]})
         tracker.log_artifact(run_id, cached.weights, "model")
         tracker.end(run_id)
         ctx.runs.remove(run_id)
@@ -110,7 +109,8 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     else:
         if tracker.find_run(ctx.experiment_id, {Tag.KEY: run_key}) != run_id:
             run_id = tracker.find_or_create_run(ctx.experiment_id, f"{role}-{key[:8]}",
-                                                {**tags, Tag.CACHED: "true", SHA_TAG: meta["sha256"]}, key=run_key)
+                                                {**tags, Tag.CACHED: "true", Tag.WEIGHTS_SHA256: meta["sha256"]},
+                                                key=run_key)
             tracker.end(run_id)
         say(f"    {label}: reused from cache {key} (trained in {meta['train_seconds']:.1f}s)")
     initial = _initial_weights(ctx, cached.folder, recipe["seed"]) if role == "original" else None
@@ -120,7 +120,7 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
 def _recorded_digest(tracker: Tracker, run_id: str) -> str | None:
     """The weights digest MLflow run ``run_id`` recorded, or None (no such run in this store, or no tag)."""
     try:
-        return tracker.run(run_id).data.tags.get(SHA_TAG)
+        return tracker.run(run_id).data.tags.get(Tag.WEIGHTS_SHA256)
     except Exception:  # noqa: BLE001 - a run of another tracking store: nothing recorded here
         return None
 
@@ -155,7 +155,6 @@ def _initial_weights(ctx: JobRun, folder: Path, seed: int) -> str:
     return str(path)
 
 
-ORIGINAL_SHA_TAG = Tag.ORIGINAL_SHA256  # on the job run: the digest of the loaded original it started with
 
 
 def load_original(ctx: JobRun) -> Stage:
@@ -168,7 +167,7 @@ def load_original(ctx: JobRun) -> Stage:
     to mix originals when those are gone and the URI now names other weights."""
     uri = ctx.spec.original.uri or ""
     tracker = ctx.tracker
-    pinned = tracker.run(ctx.parent).data.tags.get(ORIGINAL_SHA_TAG)
+    pinned = tracker.run(ctx.parent).data.tags.get(Tag.ORIGINAL_SHA256)
     item, meta = _loaded_entry(ctx.cache_dir, pinned) if pinned else (None, None)
     if item is not None and meta is not None:
         digest = meta["sha256"]
@@ -194,10 +193,10 @@ def load_original(ctx: JobRun) -> Stage:
             shutil.rmtree(staging, ignore_errors=True)
         say(f"    original: loaded from {redact(uri)} (sha256 {digest[:12]})")
     run_id = tracker.find_or_create_run(ctx.experiment_id, "original-loaded",
-                                        {Tag.ROLE: "original", Tag.SOURCE_URI: redact(uri), SHA_TAG: digest,
+                                        {Tag.ROLE: "original", Tag.SOURCE_URI: redact(uri), Tag.WEIGHTS_SHA256: digest,
                                          **ctx.run_tags}, key=f"loaded:{digest[:20]}")
     tracker.end(run_id)
-    tracker.set_tags(ctx.parent, {ORIGINAL_SHA_TAG: digest})
+    tracker.set_tags(ctx.parent, {Tag.ORIGINAL_SHA256: digest})
     return Stage(str(item.weights), run_id, float("nan"))
 
 

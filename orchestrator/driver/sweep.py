@@ -25,9 +25,11 @@ from typing import Any, NamedTuple
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from camu.methods import MethodParams
 from orchestrator.driver.retention import remove_folder
 from orchestrator.execution.placement import wait_until_released
 from orchestrator.execution.trainer import fit_trainer, make_trainer
+from orchestrator.job.presets import with_values
 from orchestrator.job.space import SearchSpace
 from orchestrator.job.spec import SweepSpec
 from orchestrator.progress import PROGRESS, say
@@ -69,14 +71,15 @@ def tune_space(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-def search_algorithm(sweep: SweepSpec, space: SearchSpace, evaluated: list[tuple[dict[str, Any], float]]) -> Any:
+def search_algorithm(sweep: SweepSpec, space: SearchSpace, evaluated: list[tuple[MethodParams, float]]) -> Any:
     """Optuna TPE (seeded, told the presets' objectives), random (seeded) or grid."""
     if sweep.search == "optuna":
         from optuna.samplers import TPESampler
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        known = [({k: p[k] for k in space.searched}, obj) for p, obj in evaluated
+        dumped = [(p.model_dump(), obj) for p, obj in evaluated]
+        known = [({k: p[k] for k in space.searched}, obj) for p, obj in dumped
                  if space.contains(p) and math.isfinite(obj)]
         searcher = OptunaSearch(sampler=TPESampler(seed=sweep.seed),
                                 points_to_evaluate=[p for p, _ in known] or None,
@@ -101,8 +104,6 @@ def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
     return None
 
 
-SWEEP_TAG = Tag.SWEEP    # on the trials of one sweep: "<scope key>@<seed>"
-CONFIG_TAG = Tag.CONFIG  # the configuration the search sampled, as JSON (how a resumed sweep replays it)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -110,7 +111,7 @@ def config_hash(config: dict[str, Any]) -> str:
     return content_hash(json.loads(json.dumps(config, default=str)), length=16)
 
 
-def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune: bool,
+def run_trial(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune: bool,
               seed: int | None = None, sampled: dict[str, Any] | None = None) -> tuple[dict[str, float], str]:
     """Find or create the trial's MLflow run, then run ``unlearn_worker`` (a TorchTrainer, or in this
     process for an in-process trial inside Tune). The run is found again by key when Tune restarts the
@@ -119,8 +120,8 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
     started = time.time()
     seed = ctx.seed if seed is None else seed
     tracker = Tracker.shared(ctx.tracking_uri)
-    sweep_tags = {SWEEP_TAG: sweep_id(ctx.scope_key, ctx.seed),
-                  CONFIG_TAG: json.dumps(sampled, sort_keys=True, default=str)[:7000]} \
+    sweep_tags = {Tag.SWEEP: sweep_id(ctx.scope_key, ctx.seed),
+                  Tag.CONFIG: json.dumps(sampled, sort_keys=True, default=str)[:7000]} \
         if sampled is not None else {}
     run_id = tracker.find_or_create_run(
         ctx.experiment_id, trial_run_name(ctx.scenario, ctx.method, seed, trial_id),
@@ -134,10 +135,10 @@ def run_trial(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune:
         raise
 
 
-def _run_opened(ctx: SweepContext, params: dict[str, Any], trial_id: str, in_tune: bool, seed: int,
+def _run_opened(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune: bool, seed: int,
                 sampled: dict[str, Any] | None, tracker: Tracker, run_id: str,
                 started: float) -> tuple[dict[str, float], str]:
-    tracker.log_params(run_id, {f"{ctx.method}.{k}": v for k, v in sorted(params.items())})
+    tracker.log_params(run_id, {f"{ctx.method}.{k}": v for k, v in sorted(params.model_dump().items())})
     out_dir = trial_out_dir(ctx, trial_id, seed)
     finished = read_final_metrics(out_dir)
     if finished:  # a resumed job: this trial completed before the interruption
@@ -198,7 +199,7 @@ def trial_driver(config: dict[str, Any], ctx: SweepContext) -> None:
         # reporting it now would put final objectives in ASHA's first rung beside new trials' first epochs
         return
     trial_id = recorded.trial_id if recorded is not None else tune_id
-    run_trial(ctx, {**ctx.base_params, **config}, trial_id, in_tune=True, sampled=config)
+    run_trial(ctx, with_values(ctx.base_params, config), trial_id, in_tune=True, sampled=config)
 
 
 def ordinal(tune_trial_id: str) -> str:
@@ -211,7 +212,7 @@ def replayed(ctx: SweepContext, tune_trial_id: str, config: dict[str, Any]) -> R
     """The recorded trial a replayed Tune trial stands for: same position in the sequence and same
     configuration (a sequence that changed replays nothing)."""
     found = ctx.recorded.get(ordinal(tune_trial_id))
-    return found if found is not None and config_hash(found.params) == config_hash(config) else None
+    return found if found is not None and config_hash(found.sampled) == config_hash(config) else None
 
 
 def recorded_trials(ctx: SweepContext, tracker: Tracker) -> dict[str, RecordedTrial]:
@@ -219,17 +220,17 @@ def recorded_trials(ctx: SweepContext, tracker: Tracker) -> dict[str, RecordedTr
     sequence (``ordinal``): finished (its final.json is there), stopped (early stopping ended it) or
     unfinished (interrupted, failed)."""
     found: dict[str, RecordedTrial] = {}
-    for run in tracker.search_all(ctx.experiment_id, f"tags.`{SWEEP_TAG}` = '{sweep_id(ctx.scope_key, ctx.seed)}'"):
+    for run in tracker.search_all(ctx.experiment_id, f"tags.`{Tag.SWEEP}` = '{sweep_id(ctx.scope_key, ctx.seed)}'"):
         tags = run.data.tags
         try:
-            config = json.loads(tags.get(CONFIG_TAG, ""))
+            config = json.loads(tags.get(Tag.CONFIG, ""))
         except ValueError:
             continue  # a truncated config cannot be replayed: that trial is sampled anew
         trial_id = tags.get(Tag.TRIAL_ID, "")
         final = read_final_metrics(trial_out_dir(ctx, trial_id)) if trial_id else {}
         status = "finished" if final.get("final") else \
             "stopped" if tags.get(Tag.STOPPED_EARLY) == "true" and run.info.status != "RUNNING" else "unfinished"
-        found[ordinal(trial_id)] = RecordedTrial(trial_id=trial_id, status=status, params=config,
+        found[ordinal(trial_id)] = RecordedTrial(trial_id=trial_id, status=status, sampled=config,
                                                    objective=float(final.get(OBJECTIVE, math.nan)))
     return found
 
@@ -317,7 +318,7 @@ class SweepTrial(NamedTuple):
 
 
 def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epochs: int, tune_name: str,
-              evaluated: list[tuple[dict[str, Any], float]], tracker: Tracker) -> list[SweepTrial]:
+              evaluated: list[tuple[MethodParams, float]], tracker: Tracker) -> list[SweepTrial]:
     """One Tuner per (scenario, method, seed), rebuilt from the spec and the MLflow record when the
     job is resumed (see the module docstring); returns every trial of the sweep."""
     PROGRESS.start_task(f"{ctx.method} sweep on seed {ctx.seed}")
@@ -326,7 +327,7 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
     if tracker.run(ctx.scenario_run_id).data.tags.get(done_tag) == "true":
         # completed before the interruption: its trials as recorded, nothing rerun (failed ones stay failed)
         say(f"    {ctx.method} sweep on seed {ctx.seed}: completed before, {len(recorded)} trial(s) from the record")
-        return [SweepTrial(r.trial_id, r.params, read_final_metrics(trial_out_dir(ctx, r.trial_id)),
+        return [SweepTrial(r.trial_id, r.sampled, read_final_metrics(trial_out_dir(ctx, r.trial_id)),
                            r.status == "unfinished") for r in recorded.values()]
     if recorded:
         counts = {s: sum(r.status == s for r in recorded.values()) for s in ("finished", "stopped", "unfinished")}
@@ -395,26 +396,26 @@ def _tune_id_from_path(path: str) -> str:
 
 
 def _replay_for_optuna(ctx: SweepContext, recorded: dict[str, RecordedTrial],
-                       evaluated: list[tuple[dict[str, Any], float]]
-                       ) -> tuple[list[SweepTrial], list[tuple[dict[str, Any], float]]]:
+                       evaluated: list[tuple[MethodParams, float]]
+                       ) -> tuple[list[SweepTrial], list[tuple[MethodParams, float]]]:
     """Optuna's side of a resumed sweep: unfinished trials rerun first (each continues from its Train
     checkpoint under its own id), then every finished one is told to the search like the presets."""
     done, told = [], list(evaluated)
     for trial in recorded.values():
         if trial.status == "unfinished":
             PROGRESS.start_task(f"{ctx.method} {trial.trial_id} (resumed) on seed {ctx.seed}",
-                                ctx.base_params.get("epochs"))
+                                getattr(ctx.base_params, "epochs", None))
             try:
-                final, _ = run_trial(ctx, {**ctx.base_params, **trial.params}, trial.trial_id, in_tune=False,
-                                     sampled=trial.params)
+                final, _ = run_trial(ctx, with_values(ctx.base_params, trial.sampled), trial.trial_id,
+                                     in_tune=False, sampled=trial.sampled)
             except Exception as err:  # noqa: BLE001 - a failed trial is recorded as failed, as in Tune
                 say(f"    {trial.trial_id} failed again: {type(err).__name__}: {str(err)[:200]}")
-                done.append(SweepTrial(trial.trial_id, trial.params, {}, True))
+                done.append(SweepTrial(trial.trial_id, trial.sampled, {}, True))
                 continue
         else:
             final = read_final_metrics(trial_out_dir(ctx, trial.trial_id))
-        done.append(SweepTrial(trial.trial_id, trial.params, final, False))
+        done.append(SweepTrial(trial.trial_id, trial.sampled, final, False))
         objective_value = float(final.get(OBJECTIVE, math.nan))
         if math.isfinite(objective_value):
-            told.append(({**ctx.base_params, **trial.params}, objective_value))
+            told.append((with_values(ctx.base_params, trial.sampled), objective_value))
     return done, told

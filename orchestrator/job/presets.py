@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from camu.methods import METHODS, Setting, UnlearningMethod, check_applicable
+from camu.methods import METHODS, MethodParams, Setting, UnlearningMethod, check_applicable
 from camu.models import MODELS, model_family
 from orchestrator.job.messages import format_validation_error, model_errors
 from orchestrator.job.space import SearchSpace
@@ -35,21 +35,29 @@ def preset_name(spec: MethodSpec, at: Setting) -> str | None:
     return spec.preset or (method(spec).preset_names(at) or [None])[0]
 
 
-def base_params(spec: MethodSpec, at: Setting) -> dict[str, Any]:
-    """The complete parameters of the method's preset run: preset (or defaults), then ``params``."""
+def base_params(spec: MethodSpec, at: Setting) -> MethodParams:
+    """The complete parameters of the method's preset run, as the method's own typed ``Params``: preset
+    (or defaults), then ``params``. This is where a job's parameters become typed; they cross the Ray
+    boundary as this model and are not validated again."""
     m = method(spec)
     name = preset_name(spec, at)
     base = m.preset(name, at) if name else {}
-    return m.Params.model_validate({**base, **spec.params}).model_dump()
+    return m.Params.model_validate({**base, **spec.params})
 
 
-def other_presets(spec: MethodSpec, at: Setting) -> list[tuple[str, dict[str, Any]]]:
+def other_presets(spec: MethodSpec, at: Setting) -> list[tuple[str, MethodParams]]:
     """The method's other known presets (trial ids ``preset-<name>``, the job's overrides applied): the
     search starts from all of them, e.g. both families of CaMU."""
     m = method(spec)
     chosen = preset_name(spec, at)
-    return [(f"{PRESET_TRIAL}-{name}", m.Params.model_validate({**m.preset(name, at), **spec.params}).model_dump())
+    return [(f"{PRESET_TRIAL}-{name}", m.Params.model_validate({**m.preset(name, at), **spec.params}))
             for name in m.preset_names(at) if name != chosen]
+
+
+def with_values(params: MethodParams, values: dict[str, Any]) -> MethodParams:
+    """``params`` with some values replaced (a configuration a search sampled), validated by the same
+    typed ``Params``: the one place where a sampled dict becomes a method's parameters."""
+    return type(params).model_validate({**params.model_dump(), **values})
 
 
 def method_catalogue(kinds: list[str]) -> list[dict[str, Any]]:

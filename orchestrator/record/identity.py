@@ -19,10 +19,7 @@ from pathlib import Path
 
 from orchestrator.record.run_identity import Tag
 
-OWNER_TAG = Tag.OWNER
 OWNER_ENV = "CAMU_ORCH_OWNER"  # set by `submit --address` on the job: the submitter, not the cluster's user
-CODE_HASH_TAG = Tag.CODE_HASH
-CODE_VERSION_TAG = Tag.CODE_VERSION
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # the packages whose source decides a job's numbers; a change in any of their files changes the hash
 CODE_PACKAGES = ("camu", "orchestrator")
@@ -85,4 +82,4 @@ def code_version() -> str:
 
 def run_identity_tags() -> dict[str, str]:
     """Tags every run a job creates carries: its owner and the code that produced it."""
-    return {OWNER_TAG: owner(), CODE_HASH_TAG: code_hash(), CODE_VERSION_TAG: code_version()}
+    return {Tag.OWNER: owner(), Tag.CODE_HASH: code_hash(), Tag.CODE_VERSION: code_version()}

@@ -22,8 +22,6 @@ from typing_extensions import Self
 from orchestrator.progress import say
 from orchestrator.record.run_identity import Tag
 
-HEARTBEAT_TAG = Tag.HEARTBEAT
-DRIVER_TAG = Tag.DRIVER  # host:pid:start-time of the driver process
 ENDED = "ended"  # the heartbeat of a driver that left its job
 HEARTBEAT_S = float(os.environ.get("CAMU_ORCH_HEARTBEAT_S", "20"))
 STALE_AFTER_S = float(os.environ.get("CAMU_ORCH_STALE_AFTER_S", "180"))
@@ -42,28 +40,28 @@ def process_start(pid: int) -> str:
 def driver_tags() -> dict[str, str]:
     """Where this process runs, as tags of its job run."""
     pid = os.getpid()
-    return {DRIVER_TAG: f"{socket.gethostname()}:{pid}:{process_start(pid)}", HEARTBEAT_TAG: f"{time.time():.0f}"}
+    return {Tag.DRIVER: f"{socket.gethostname()}:{pid}:{process_start(pid)}", Tag.HEARTBEAT: f"{time.time():.0f}"}
 
 
 def _beating(tags: dict[str, str]) -> bool:
     """A heartbeat younger than the stale limit (a driver that someone else marked ended may still run);
     a driver that left its job writes ``ended`` there."""
-    beat = tags.get(HEARTBEAT_TAG, "")
+    beat = tags.get(Tag.HEARTBEAT, "")
     return beat.replace(".", "", 1).isdigit() and time.time() - float(beat) <= STALE_AFTER_S
 
 
 def driver_state(tags: dict[str, str], now: float | None = None) -> str:
     """'alive', 'gone' or 'unknown' (no driver recorded: a job run of an older camu-orch) for a RUNNING job run."""
     now = time.time() if now is None else now
-    driver = tags.get(DRIVER_TAG, "")
+    driver = tags.get(Tag.DRIVER, "")
     host, _, rest = driver.partition(":")
     pid, _, started = rest.partition(":")
-    if tags.get(HEARTBEAT_TAG) == ENDED:  # the driver left the job (its process may live on: a notebook, tests)
+    if tags.get(Tag.HEARTBEAT) == ENDED:  # the driver left the job (its process may live on: a notebook, tests)
         return "gone"
     if host == socket.gethostname() and pid.isdigit() and started and process_start(os.getpid()):
         # on the driver's own host, where /proc answers, the process table is the truth
         return "alive" if process_start(int(pid)) == started else "gone"
-    beat = tags.get(HEARTBEAT_TAG, "")
+    beat = tags.get(Tag.HEARTBEAT, "")
     if not beat:
         return "unknown"
     return "gone" if now - float(beat) > STALE_AFTER_S else "alive"
@@ -73,17 +71,17 @@ def close_if_driver_gone(tracker: Any, job_run: Any) -> str:
     """For a RUNNING job run of the caller's whose driver is gone: mark it and every RUNNING run of the job
     FAILED (tagged with why) and return 'gone'; otherwise return the driver's state ('alive', 'unknown',
     or 'ended' for a job run that is not RUNNING). Another owner's job is only reported, never changed."""
-    from orchestrator.record.identity import OWNER_TAG, owner
+    from orchestrator.record.identity import owner
 
     if job_run.info.status != "RUNNING":
         return "alive" if driver_state(job_run.data.tags) == "alive" and _beating(job_run.data.tags) else "ended"
     state = driver_state(job_run.data.tags)
-    if state != "gone" or job_run.data.tags.get(OWNER_TAG) != owner():
+    if state != "gone" or job_run.data.tags.get(Tag.OWNER) != owner():
         return state
     run_id = job_run.info.run_id
     open_runs = tracker.running_runs_of_job(job_run.info.experiment_id, run_id)
-    reason = (f"driver {job_run.data.tags.get(DRIVER_TAG, '?')} gone (no heartbeat since "
-              f"{job_run.data.tags.get(HEARTBEAT_TAG, '?')}); marked FAILED at {time.time():.0f}")
+    reason = (f"driver {job_run.data.tags.get(Tag.DRIVER, '?')} gone (no heartbeat since "
+              f"{job_run.data.tags.get(Tag.HEARTBEAT, '?')}); marked FAILED at {time.time():.0f}")
     for other in [*open_runs, run_id]:
         tracker.set_tags(other, {Tag.STATUS_REASON: reason})
         tracker.end(other, "FAILED")
@@ -104,7 +102,7 @@ class DriverHeartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             with contextlib.suppress(Exception):  # a failed beat: the next one tries again
-                self.tracker.set_tags(self.run_id, {HEARTBEAT_TAG: f"{time.time():.0f}"})
+                self.tracker.set_tags(self.run_id, {Tag.HEARTBEAT: f"{time.time():.0f}"})
                 if not self._stop.is_set() and self.tracker.status(self.run_id) != "RUNNING":
                     self.tracker.client.update_run(self.run_id, status="RUNNING")  # wrongly declared gone
 
@@ -116,4 +114,4 @@ class DriverHeartbeat:
         self._stop.set()
         self._thread.join(timeout=5)  # no beat may reopen the run after the job closed it
         with contextlib.suppress(Exception):  # the job's own outcome matters more than this mark
-            self.tracker.set_tags(self.run_id, {HEARTBEAT_TAG: ENDED})
+            self.tracker.set_tags(self.run_id, {Tag.HEARTBEAT: ENDED})

@@ -89,7 +89,7 @@ def find_job_run(tracker: Tracker, ident: str) -> Any:
 
 
 def _job_run(tracker: Tracker, ident: str) -> Any:
-    from orchestrator.record.identity import OWNER_TAG, owner
+    from orchestrator.record.identity import owner
 
     where = f"in {redact(tracker.uri)}; check the name or pass --tracking-uri"
     if re.fullmatch(r"[0-9a-f]{32}", ident):
@@ -110,7 +110,7 @@ def _job_run(tracker: Tracker, ident: str) -> Any:
                                                       order_by=["attributes.start_time DESC"]) if names else [])
     # the caller's own: tagged with their name, in an experiment of their namespace (``<experiment>@<owner>``)
     # or of a job that asked for a shared record; a tag alone is anyone's to set
-    mine = [r for r in search(f"{query} and tags.`{OWNER_TAG}` = '{me}'", 1000)
+    mine = [r for r in search(f"{query} and tags.`{Tag.OWNER}` = '{me}'", 1000)
             if r.data.tags.get(Tag.NAMESPACE) == "shared" or names.get(r.info.experiment_id, "").endswith(f"@{me}")]
     runs = mine or search(query, 20)
     if not runs:
@@ -128,8 +128,6 @@ def _candidates(tracker: Tracker, runs: list[Any], limit: int = 10) -> str:
     """One line per run: id, owner, experiment, start time, status (newest first)."""
     import datetime
 
-    from orchestrator.record.identity import OWNER_TAG
-
     names: dict[str, str] = {}
     lines = []
     for run in runs[:limit]:
@@ -137,7 +135,7 @@ def _candidates(tracker: Tracker, runs: list[Any], limit: int = 10) -> str:
         if exp not in names:
             names[exp] = tracker.client.get_experiment(exp).name
         started = datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
-        lines.append(f"  {run.info.run_id}  owner {run.data.tags.get(OWNER_TAG, '?')}  experiment {names[exp]!r}  "
+        lines.append(f"  {run.info.run_id}  owner {run.data.tags.get(Tag.OWNER, '?')}  experiment {names[exp]!r}  "
                      f"started {started}  {run.info.status}")
     if len(runs) > limit:
         lines.append(f"  ... and {len(runs) - limit} more")

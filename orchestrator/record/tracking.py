@@ -154,11 +154,9 @@ class Tracker:
         """Id of experiment ``name``, created (with a local artifact root for sqlite stores, tagged with its
         ``owner``) if missing. An owned experiment that another user created, or a deleted one that is not
         the caller's, is refused: a job never writes into, or brings back, someone else's experiment."""
-        from orchestrator.record.identity import OWNER_TAG
-
         found = _retry(lambda: self.client.get_experiment_by_name(name), "get experiment")
         if found is not None:
-            holder = found.tags.get(OWNER_TAG)
+            holder = found.tags.get(Tag.OWNER)
             if owner is not None and holder not in (None, owner):
                 raise PermissionError(f"tracking.experiment: {name!r} belongs to {holder}, not to you ({owner}); "
                                       f"choose another tracking.experiment")
@@ -169,7 +167,7 @@ class Tracker:
                         f"restore it in the MLflow UI if it is yours to restore, or choose another tracking.experiment")
                 _retry(lambda: self.client.restore_experiment(found.experiment_id), "restore experiment")
             return found.experiment_id
-        tags = {OWNER_TAG: owner} if owner else None
+        tags = {Tag.OWNER: owner} if owner else None
         return _retry(lambda: self.client.create_experiment(name, artifact_location=local_artifact_root(self.uri),
                                                             tags=tags), "create experiment")
 

@@ -18,7 +18,7 @@ import torch
 from camu import METHODS, forget_indices, load_split, retain_indices, run_method
 from camu.data import ImageData
 from camu.evaluation import evaluation_sets
-from camu.methods import UnlearnContext
+from camu.methods import MethodParams, UnlearnContext
 from camu.runtime import Shard
 from camu.weights import load_weights, save_weights
 from orchestrator.record.run_identity import Tag
@@ -38,10 +38,12 @@ from orchestrator.worker.reporting import (
 from orchestrator.worker.wire import TrialConfig, WorkerConfig
 
 
-def scaled_params(method: str, params: dict[str, Any], lr_scaling: str, world_size: int) -> dict[str, Any]:
-    """Learning rates for the data-parallel group (the method's ``lr_fields``); the global batch stays."""
+def scaled_params(method: str, params: MethodParams, lr_scaling: str, world_size: int) -> MethodParams:
+    """Learning rates for the data-parallel group (the method's ``lr_fields``); the global batch stays. The
+    driver validated ``params``; a scaled rate is a positive float like the one it replaces."""
     if lr_scaling == "linear" and world_size > 1:
-        return {**params, **{f: params[f] * world_size for f in METHODS.get(method).lr_fields if f in params}}
+        fields = [f for f in METHODS.get(method).lr_fields if f in type(params).model_fields]
+        return params.model_copy(update={f: getattr(params, f) * world_size for f in fields})
     return params
 
 
@@ -119,12 +121,13 @@ def unlearn_worker(loop_config: dict[str, TrialConfig]) -> None:
     channel.report({"epoch": result.epochs, "final": 1.0, **final}, None)
 
 
-def _data_parallel_params(method: str, params: dict[str, Any], wcfg: WorkerConfig, shard: Shard) -> dict[str, Any]:
-    batch = params.get("batch_size")
+def _data_parallel_params(method: str, params: MethodParams, wcfg: WorkerConfig, shard: Shard) -> dict[str, Any]:
+    values = params.model_dump()
+    batch = values.get("batch_size")
     return {"data_parallel.world_size": shard.world_size, "data_parallel.global_batch": batch,
             "data_parallel.per_worker_batch": batch // shard.world_size if batch else None,
             "data_parallel.lr_scaling": wcfg.lr_scaling, "data_parallel.sync_batchnorm": wcfg.sync_batchnorm,
-            **{f"data_parallel.effective_{f}": params[f] for f in METHODS.get(method).lr_fields if f in params}}
+            **{f"data_parallel.effective_{f}": values[f] for f in METHODS.get(method).lr_fields if f in values}}
 
 
 def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, split: Any, device: torch.device,

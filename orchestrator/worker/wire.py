@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
+from camu.methods import MethodParams
 from camu.training import TrainRecipe
 from orchestrator.job.spec import EvaluationSpec, ObjectiveSpec, ResourcesSpec
 
@@ -69,17 +70,28 @@ class WorkerConfig(DataConfig):
     plugins: list[str] = Field(default_factory=list)  # the job's plugin modules, imported before the registries
 
 
+def _typed_params(value: Any) -> MethodParams:
+    """A method's parameters cross as its own ``Params`` model (built once by ``presets.base_params`` or
+    ``presets.with_values``), never as a dict that a worker would have to validate again."""
+    if not isinstance(value, MethodParams):
+        raise ValueError(  # noqa: TRY004 - pydantic turns a ValueError into its ValidationError
+            f"expected a method's typed Params (orchestrator.job.presets.base_params), got {type(value).__name__}")
+    return value
+
+
 class TrialConfig(Wire):
     """One unlearning run: a method with concrete parameters, its MLflow run and output folder."""
 
     worker: WorkerConfig
     method: str
-    params: dict[str, Any]
+    params: SerializeAsAny[MethodParams]  # the method's own typed Params, validated once by the driver
     run_id: str
     out_dir: str
     report_to: str = "train"  # "tune": run in the Tune trial's process and report to Tune (num_workers 0)
     launched_at: float = 0.0  # wall-clock time the driver launched the run (the worker measures its start delay)
     log_weights: bool = True  # log the unlearned weights to MLflow (else only kept in out_dir; see retention)
+
+    _params_typed = field_validator("params", mode="before")(_typed_params)
 
 
 class RecordedTrial(Wire):
@@ -87,7 +99,7 @@ class RecordedTrial(Wire):
 
     trial_id: str
     status: str  # finished | stopped | unfinished
-    params: dict[str, Any]
+    sampled: dict[str, Any]  # the values the search drew, as recorded (a Tune config; typed by presets.with_values)
     objective: float = float("nan")
 
 
@@ -105,8 +117,10 @@ class SweepContext(Wire):
     storage_path: str
     out_root: str
     resources: ResourcesSpec
-    base_params: dict[str, Any]
+    base_params: SerializeAsAny[MethodParams]  # the preset's parameters; a sampled config replaces some
     worker: WorkerConfig
     run_tags: dict[str, str] = Field(default_factory=dict)  # on every trial run: the job run, owner, code
     keep_all_weights: bool = False  # storage.keep_weights: all (log every sweep trial's weights to MLflow)
     recorded: dict[str, RecordedTrial] = Field(default_factory=dict)  # config hash -> a trial of an earlier attempt
+
+    _params_typed = field_validator("base_params", mode="before")(_typed_params)

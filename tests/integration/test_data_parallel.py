@@ -45,7 +45,7 @@ def trial_config(tmp_path_factory):
                           original_weights=str(save_weights(original, tmp / "orig.safetensors")), seed=0,
                           scenario_kind="classes", oracle_metrics=oracle, oracle_seconds=1.0, objective=ObjectiveSpec(),
                           tracking_uri=tracker.uri)
-    return {"worker": worker, "params": official_params("digits", "classes").model_dump(), "tmp": tmp,
+    return {"worker": worker, "params": official_params("digits", "classes"), "tmp": tmp,
             "tracker": tracker, "exp": exp}
 
 

@@ -48,7 +48,7 @@ def test_one_epoch_in_train_local_mode(name, shared):
     tmp, tracker, experiment, worker = shared
     method = METHODS.get(name)()
     params = method.preset(method.preset_names(Setting("mnist", "digits", "classes"))[0], Setting("mnist", "digits", "classes"))
-    params = {**params, **({"epochs": 1} if "epochs" in params else {})}
+    params = method.Params.model_validate({**params, **({"epochs": 1} if "epochs" in params else {})})
     run_id = tracker.find_or_create_run(experiment, name, {}, key=name)
     config = TrialConfig(worker=worker, method=name, params=params, run_id=run_id, out_dir=str(tmp / name))
     make_trainer(unlearn_worker, config, ResourcesSpec(num_workers=0), f"local-{name}",

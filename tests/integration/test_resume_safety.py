@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.record.identity import OWNER_TAG, experiment_name, run_identity_tags
-from orchestrator.record.run_identity import content_hash
+from orchestrator.record.identity import experiment_name, run_identity_tags
+from orchestrator.record.run_identity import Tag, content_hash
 from tests.integration.conftest import in_job_folder
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def test_resume_runs_no_planted_pickle_and_ignores_other_users_runs(ray_cluster,
     other_exp = client.create_experiment("safe-exp@mallory")
     other = client.create_run(other_exp, run_name="safe", tags={"camu.role": "job", "camu.job": "safe",
                                                                 "camu.submission": "evil", **run_identity_tags(),
-                                                                OWNER_TAG: "mallory"})
+                                                                Tag.OWNER: "mallory"})
     client.log_text(other.info.run_id, yaml.safe_dump({**JOB, "plugins": ["tests.hooks"]}), "job.yaml")
 
     with in_job_folder(work):

@@ -193,7 +193,7 @@ def _oracle(ctx):
 
 def test_train_stage_retrains_an_oracle_whose_weights_changed_on_disk(job_ctx, caplog):
     from camu.weights import read_state_dict
-    from orchestrator.driver.cache import SHA_TAG
+    from orchestrator.record.run_identity import Tag
 
     ctx, trainings = job_ctx
     first = _oracle(ctx)
@@ -201,7 +201,7 @@ def test_train_stage_retrains_an_oracle_whose_weights_changed_on_disk(job_ctx, c
     weights = Path(first.weights)
     meta = json.loads((weights.parent / "meta.json").read_text())
     assert meta["sha256"] == file_digest(weights)[0] and meta["run_id"] == first.run_id
-    assert ctx.tracker.run(first.run_id).data.tags[SHA_TAG] == meta["sha256"]
+    assert ctx.tracker.run(first.run_id).data.tags[Tag.WEIGHTS_SHA256] == meta["sha256"]
     assert _oracle(ctx).weights == first.weights and len(trainings) == 1  # reused
 
     data = bytearray(weights.read_bytes())
@@ -214,7 +214,7 @@ def test_train_stage_retrains_an_oracle_whose_weights_changed_on_disk(job_ctx, c
     meta = json.loads((weights.parent / "meta.json").read_text())
     assert meta["sha256"] == file_digest(again.weights)[0]
     assert torch.equal(read_state_dict(again.weights)["weight"], torch.full((2, 2), 2.0))  # the new training's
-    assert ctx.tracker.run(again.run_id).data.tags[SHA_TAG] == meta["sha256"]
+    assert ctx.tracker.run(again.run_id).data.tags[Tag.WEIGHTS_SHA256] == meta["sha256"]
 
 
 def test_train_stage_refuses_weights_and_meta_swapped_together(job_ctx):

@@ -1,6 +1,7 @@
 """The import graph of camu/ and orchestrator/: no cycles anywhere, and the orchestrator's layers depend one
-way, in the order a job flows (cli -> driver -> execution -> worker -> record -> job). Every import counts,
-module-level, inside functions and under ``TYPE_CHECKING``: a cycle hidden in a function is still a cycle."""
+way, in the order a job flows (cli and its commands -> driver -> execution -> worker -> record -> job). Every
+import counts, module-level, inside functions and under ``TYPE_CHECKING``: a cycle hidden in a function is still a
+cycle."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # Lowest first: a module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
     ("orchestrator", "orchestrator.secrets", "orchestrator.progress", "orchestrator.lifecycle",
-     "orchestrator.files", "orchestrator.inputs", "orchestrator.tables"),
+     "orchestrator.files", "orchestrator.inputs", "orchestrator.tables", "orchestrator.pareto"),
     ("orchestrator.job",),
     ("orchestrator.errors",),
     ("orchestrator.record",),
     ("orchestrator.worker",),
     ("orchestrator.execution",),
     ("orchestrator.driver",),
-    ("orchestrator.cli", "orchestrator.__main__"),
+    ("orchestrator.cli", "orchestrator.commands", "orchestrator.__main__"),
 ]
 
 

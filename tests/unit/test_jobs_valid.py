@@ -56,7 +56,7 @@ def test_job_validates(path, tmp_path):
     for scenario in spec.scenarios:
         for method in spec.methods:  # every method resolves to a complete configuration on every scenario
             params = base_params(method, setting(spec.model.name, spec.dataset.name, scenario.kind))
-            assert params and set(search_space(method)) <= set(params), (method.name, scenario.name)
+            assert set(search_space(method)) <= set(params.model_dump()), (method.name, scenario.name)
     if with_data:
         assert set(job.splits) == {(s.name, seed) for s in spec.scenarios for seed in spec.seeds}
         assert all(t.num_rows == len(job.data.train) for t in job.splits.values())

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from camu import build_model
 from camu.data import load_dataset
+from camu.methods import METHODS
 from camu.models import model_family
 from camu.runtime import autocast, set_precision
 from camu.training import TrainRecipe, train_classifier
@@ -38,11 +39,11 @@ def test_the_family_comes_from_the_model_not_the_dataset_name():
     # an MNIST image folder runs the paper's CNN: CaMU's official preset is the MNIST one (class removal:
     # IMPAIR_LR 1e-3, KL_LR 4e-4), not the CIFAR one the registry name "imagefolder" used to select
     camu = base_params(MethodSpec(name="camu"), setting("mnist_cnn", "imagefolder", "classes"))
-    assert (camu["lr_out"], camu["lr_rep"], camu["epochs"]) == (1e-3, 4e-4, 2)
+    assert (camu.lr_out, camu.lr_rep, camu.epochs) == (1e-3, 4e-4, 2)
     cifar = base_params(MethodSpec(name="camu"), setting("resnet18", "mnist", "classes"))
-    assert (cifar["lr_out"], cifar["lr_rep"]) == (5e-5, 1e-5)
+    assert (cifar.lr_out, cifar.lr_rep) == (5e-5, 1e-5)
     scrub = base_params(MethodSpec(name="scrub"), setting("mnist_cnn", "imagefolder", "random"))
-    assert (scrub["batch_size"], scrub["forget_batch_size"], scrub["optimizer"]) == (32, 64, "adam")
+    assert (scrub.batch_size, scrub.forget_batch_size, scrub.optimizer) == (32, 64, "adam")
 
 
 def test_validate_says_which_family_a_job_got(tmp_path):
@@ -86,7 +87,7 @@ def test_ls_methods_json_lists_every_preset_per_family_with_values_and_source():
 def test_unrolling_follows_the_recipe_and_refuses_an_adam_original_unless_told(tmp_path):
     recipe = TrainRecipe(optimizer="sgd", lr=0.05, epochs=7, batch_size=64).model_dump()
     params = base_params(MethodSpec(name="unrolling_sgd"), setting("mnist_cnn", "digits", "classes", recipe))
-    assert (params["lr"], params["scale"], params["batch_size"]) == (0.05, 7, 64)
+    assert (params.lr, params.scale, params.batch_size) == (0.05, 7, 64)
     job = {**JOB, "methods": [{"name": "unrolling_sgd"}]}
     path = tmp_path / "adam.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -104,9 +105,12 @@ def test_unrolling_follows_the_recipe_and_refuses_an_adam_original_unless_told(t
 
 
 def test_linear_lr_scaling_leaves_unrolling_s_training_lr_alone():
-    params = {"lr": 1e-3, "scale": 20, "batch_size": 32}
-    assert scaled_params("unrolling_sgd", params, "linear", 4)["lr"] == 1e-3
-    assert scaled_params("finetune", {"lr": 0.01}, "linear", 4)["lr"] == pytest.approx(0.04)
+    params = METHODS.get("unrolling_sgd").Params(lr=1e-3, scale=20, batch_size=32)
+    assert scaled_params("unrolling_sgd", params, "linear", 4).lr == 1e-3
+    finetune = METHODS.get("finetune").Params(lr=0.01)
+    scaled = scaled_params("finetune", finetune, "linear", 4)
+    assert type(scaled) is type(finetune) and scaled.lr == pytest.approx(0.04) and finetune.lr == 0.01
+    assert scaled_params("finetune", finetune, "linear", 1) is finetune
 
 
 def test_recipe_optimizer_sgd_takes_plain_sgd_steps():

@@ -14,8 +14,6 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.record.identity import (
-    CODE_HASH_TAG,
-    OWNER_TAG,
     code_hash,
     experiment_name,
     owner,
@@ -23,13 +21,12 @@ from orchestrator.record.identity import (
     run_identity_tags,
 )
 from orchestrator.record.liveness import (
-    DRIVER_TAG,
-    HEARTBEAT_TAG,
     STALE_AFTER_S,
     driver_state,
     driver_tags,
     process_start,
 )
+from orchestrator.record.run_identity import Tag
 from orchestrator.record.tracking import Tracker
 
 
@@ -41,7 +38,7 @@ def tracker(tmp_path):
 def _job_run(tracker: Tracker, experiment: str, name: str, who: str, **tags: str) -> str:
     exp = tracker.experiment(experiment)
     return tracker.find_or_create_run(exp, name, {"camu.role": "job", "camu.job": name, "camu.submission": "s",
-                                                  **run_identity_tags(), OWNER_TAG: who, **tags},
+                                                  **run_identity_tags(), Tag.OWNER: who, **tags},
                                       key=f"job:{name}:{experiment}:{who}")
 
 
@@ -100,7 +97,7 @@ def test_resume_refuses_another_owners_job_and_other_code(tracker, tmp_path):
     with pytest.raises(LookupError, match="belongs to mallory.*--accept-owner mallory"):
         _check_resumable(tracker, other, accept_owner=None, allow_code_change=False)
     _check_resumable(tracker, other, accept_owner="mallory", allow_code_change=False)
-    changed = tracker.run(_job_run(tracker, experiment_name("e", "owner"), "j2", owner(), **{CODE_HASH_TAG: "0" * 16}))
+    changed = tracker.run(_job_run(tracker, experiment_name("e", "owner"), "j2", owner(), **{Tag.CODE_HASH: "0" * 16}))
     with pytest.raises(LookupError, match=f"this is {code_hash()}.*--allow-code-change"):
         _check_resumable(tracker, changed, accept_owner=None, allow_code_change=False)
     _check_resumable(tracker, changed, accept_owner=None, allow_code_change=True)
@@ -112,12 +109,12 @@ def test_resume_refuses_another_owners_job_and_other_code(tracker, tmp_path):
 def test_driver_state_on_this_host_and_by_heartbeat():
     host = socket.gethostname()
     here = f"{host}:{os.getpid()}:{process_start(os.getpid())}"
-    assert driver_state({DRIVER_TAG: here}) == "alive"
-    assert driver_state({DRIVER_TAG: f"{host}:{os.getpid()}:1"}) == "gone"  # the pid now belongs to another process
+    assert driver_state({Tag.DRIVER: here}) == "alive"
+    assert driver_state({Tag.DRIVER: f"{host}:{os.getpid()}:1"}) == "gone"  # the pid now belongs to another process
     now = time.time()
-    far = {DRIVER_TAG: "another-host:123:456"}
-    assert driver_state({**far, HEARTBEAT_TAG: f"{now - 5:.0f}"}, now) == "alive"
-    assert driver_state({**far, HEARTBEAT_TAG: f"{now - STALE_AFTER_S - 5:.0f}"}, now) == "gone"
+    far = {Tag.DRIVER: "another-host:123:456"}
+    assert driver_state({**far, Tag.HEARTBEAT: f"{now - 5:.0f}"}, now) == "alive"
+    assert driver_state({**far, Tag.HEARTBEAT: f"{now - STALE_AFTER_S - 5:.0f}"}, now) == "gone"
     assert driver_state({}) == "unknown"
 
 
@@ -128,7 +125,7 @@ def test_results_closes_the_runs_of_a_killed_driver(tracker):
     dead.kill()
     dead.wait()
     job = _job_run(tracker, experiment_name("e", "owner"), "zombie", owner(),
-                   **{DRIVER_TAG: f"{socket.gethostname()}:{dead.pid}:{started}"})
+                   **{Tag.DRIVER: f"{socket.gethostname()}:{dead.pid}:{started}"})
     exp = tracker.run(job).info.experiment_id
     trial = tracker.find_or_create_run(exp, "t", {"camu.job_run": job}, key="t", parent=job)
     finished = tracker.find_or_create_run(exp, "f", {"camu.job_run": job}, key="f", parent=job)
@@ -161,4 +158,4 @@ def test_code_hash_follows_the_source(tmp_path, monkeypatch):
 
 def test_every_job_run_tags_carry_owner_and_code():
     tags = run_identity_tags()
-    assert tags[OWNER_TAG] == owner() and len(tags[CODE_HASH_TAG]) == 16 and tags["camu.code_version"]
+    assert tags[Tag.OWNER] == owner() and len(tags[Tag.CODE_HASH]) == 16 and tags["camu.code_version"]
