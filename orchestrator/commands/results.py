@@ -41,7 +41,8 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
                                                                 "when one is missed")] = False,
             ) -> None:
     """Print a job's summary: one row per (scenario, method, trial, seed), or with --by method one row
-    per (scenario, method): its chosen configuration (and its preset) as mean +- std over the seeds.
+    per (scenario, method): its chosen configuration (and its preset) as mean +- std over the seeds, then
+    each method's Pareto front on the job's objectives and the rule that chose.
     With --check: the job's expect: targets against what it measured; exit 0 when all are met, 1 when
     one is missed.
 
@@ -63,11 +64,17 @@ def results(ident: Annotated[str, typer.Argument(help="job name (newest run) or 
     if check:
         raise typer.Exit(_check_targets(tracker, run, table))
     render = None
+    summary_table = table
     if by == By.method:
         table, render = by_method(table), render_by_method
     text = write_table(table, format.value, str(output) if output else None, render)
     if text is not None:
         sys.stdout.write(text + "\n")
+    if by == By.method and format == Format.table and output is None:
+        from orchestrator.record.fronts import render_fronts
+
+        objectives = [o for o in run.data.tags.get(Tag.OBJECTIVES, "").split(",") if o]
+        sys.stdout.write("\n" + render_fronts(summary_table, objectives, run.data.tags.get(Tag.CHOOSE, "")) + "\n")
     if format == Format.table and output is None:  # machine-readable output stays clean
         links = links_for(tracker.uri, run.info.experiment_id)
         job = run.data.tags.get(Tag.JOB, ident)

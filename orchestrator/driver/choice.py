@@ -1,36 +1,97 @@
-"""The choice of a method's configuration (pure): the best sweep candidate on the selection seed is the
-non-preset configuration with the lowest finite objective; after it ran on every seed, it is chosen over the
-preset only when its mean objective over the seeds is lower. A configuration missing a finite objective on
-any seed never wins (its mean is infinite), so a seed that failed cannot make a configuration look better."""
+"""The choice of a method's configuration (pure). Every configuration a method tried (its presets and its sweep
+trials) is scored on the selection seed, where all of them ran alike, on the job's objectives: the named
+``sweep.objectives`` (``orchestrator.job.objectives``), or the scalar objective alone by default. The Pareto
+front of those scores (``orchestrator.pareto``) holds the configurations no other one beats on every objective,
+and the rule of ``sweep.choose`` picks one member of it, so the chosen configuration is always on the front of
+what was tried. The pick then runs on the other seeds (replicates) and the report gives its mean over all
+seeds; a pick that fails or diverges on a replicate seed is dropped and the rule picks again from the rest of
+the front (a configuration that cannot finish is never chosen), and when no member is left the preset stays.
+
+With the scalar objective alone the front is the configuration with the lowest objective, the preset included:
+the choice is the selection seed's best, as a multi-objective choice is."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from camu.methods import MethodParams
-from orchestrator.job.presets import PRESET_TRIAL
-from orchestrator.tables import mean_and_std
-
-Candidate = tuple[float, str, MethodParams]
-"""(objective on the selection seed, trial id, parameters)."""
-
-
-def best_candidate(candidates: Sequence[Candidate]) -> Candidate | None:
-    """The non-preset candidate with the lowest finite objective (the first of equals), or None."""
-    contenders = [c for c in candidates if c[1] != PRESET_TRIAL and math.isfinite(c[0])]
-    return min(contenders, key=lambda c: c[0]) if contenders else None
+from orchestrator.job.objectives import OBJECTIVE_NAMES, SCALAR, gap_metric, objective_keys, objective_metric
+from orchestrator.job.spec import ChooseSpec
+from orchestrator.pareto import (
+    choose_constraint,
+    choose_knee,
+    choose_scalar,
+    choose_weights,
+    pareto_ranks,
+)
 
 
-def mean_objective(objectives: Sequence[float]) -> float:
-    """The mean objective over seeds; infinite when there is none or a seed has no finite objective."""
-    finite = [v for v in objectives if math.isfinite(v)]
-    return mean_and_std(finite)[0] if finite and len(finite) == len(objectives) else math.inf
+def _value(metrics: Mapping[str, float], key: str) -> float:
+    value = metrics.get(key, math.nan)
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def choose(preset_objectives: Sequence[float], candidate: str | None,
-           candidate_objectives: Sequence[float]) -> str:
-    """``candidate`` when its mean objective over the seeds is lower than the preset's, else the preset."""
-    if candidate is None or candidate == PRESET_TRIAL:
-        return PRESET_TRIAL
-    return candidate if mean_objective(candidate_objectives) < mean_objective(preset_objectives) else PRESET_TRIAL
+@dataclass(frozen=True)
+class Tried:
+    """One configuration as the choice sees it: its final metrics on the selection seed ({} if it did not
+    finish)."""
+
+    trial_id: str
+    metrics: Mapping[str, float]
+
+    def vector(self, keys: Sequence[str]) -> list[float]:
+        """Its scores on ``keys``; NaN (never on the front) for a model whose weights went non-finite."""
+        if _value(self.metrics, "diverged") == 1.0:
+            return [math.nan] * len(keys)
+        return [_value(self.metrics, k) for k in keys]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The picked configuration (None when nothing finished), the rule that picked it, whether a constraint's
+    limits were met (None for other rules), and every configuration's Pareto rank (1: on the front)."""
+
+    trial_id: str | None
+    rule: str
+    within_limits: bool | None = None
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    def on_front(self, trial_id: str) -> bool:
+        return self.ranks.get(trial_id) == 1
+
+
+def pick(tried: Sequence[Tried], choose: ChooseSpec, objectives: Sequence[str] | None,
+         excluded: frozenset[str] = frozenset()) -> Choice:
+    """Apply ``choose`` to the Pareto front of ``tried`` on ``objectives`` (minus the ``excluded`` trial ids:
+    configurations that failed on a replicate seed)."""
+    keys = objective_keys(list(objectives) if objectives else None)
+    pool = [t for t in tried if t.trial_id not in excluded]
+    points = [t.vector(keys) for t in pool]
+    ranks = {t.trial_id: r for t, r in zip(pool, pareto_ranks(points), strict=True)}
+    ranks.update({t: max(ranks.values(), default=0) + 1 for t in excluded})
+    within: bool | None = None
+    if choose.rule == "knee":
+        index = choose_knee(points)
+    elif choose.rule == "weights":
+        weights = choose.weights or {}
+        index = choose_weights(points, [weights.get(n, 0.0) for n in objectives or []])
+    elif choose.rule == "constraint":
+        limits = dict(choose.limits or {})
+        limited = [{k: _value(t.metrics, _limit_metric(k)) for k in limits} for t in pool]
+        index, within = choose_constraint(points, keys.index(objective_metric(str(choose.minimise))), limited, limits)
+    else:
+        index = choose_scalar(points, [_value(t.metrics, SCALAR) for t in pool])
+    return Choice(pool[index].trial_id if index is not None else None, choose.describe(), within, ranks)
+
+
+def _limit_metric(key: str) -> str:
+    """A constraint limit names an objective (``time``) or a metric whose gap is limited (``ra``)."""
+    return objective_metric(key) if key in OBJECTIVE_NAMES else gap_metric(key)
+
+
+def finished_everywhere(objectives_per_seed: Sequence[float]) -> bool:
+    """A configuration finished on every seed it ran (a finite scalar objective on each): a pick that failed
+    or diverged (non-finite) on a replicate seed is not chosen."""
+    return bool(objectives_per_seed) and all(math.isfinite(v) for v in objectives_per_seed)
+

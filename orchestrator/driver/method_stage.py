@@ -3,9 +3,11 @@
 1. its preset (trial ``preset``) on every seed;
 2. a sweep of ``sweep.num_samples`` trials over its space on the first seed, seeded with the preset's
    result (the selection seed);
-3. the best sweep trial on the first seed is re-run on the other seeds (replicates);
-4. the chosen configuration is the one of {preset, best trial} with the lower mean objective over the
-   seeds; its rows (one per seed) are marked ``is_best``.
+3. the rule of ``sweep.choose`` picks a member of the Pareto front of everything tried on the first seed
+   (``orchestrator.driver.choice``; by default the lowest scalar objective, the preset included);
+4. the pick is re-run on the other seeds (replicates); a pick that fails on one is dropped and the rule
+   picks again. The chosen configuration's rows (one per seed) are marked ``is_best``; every row gets its
+   Pareto rank (``pareto_rank``, ``is_pareto``) and the chosen ones the rule (``chosen_by``).
 
 ``retrain`` reuses the cached oracle: its rows are the oracle's, never a second training.
 """
@@ -16,7 +18,7 @@ import math
 from typing import Any
 
 from camu.methods import METHODS, MethodParams
-from orchestrator.driver.choice import best_candidate, choose
+from orchestrator.driver.choice import Choice, Tried, finished_everywhere, pick
 from orchestrator.driver.context import JobRun, References
 from orchestrator.driver.sweep import run_sweep, run_trial
 from orchestrator.job.presets import (
@@ -34,7 +36,7 @@ from orchestrator.progress import PROGRESS, say, stage
 from orchestrator.record import summary
 from orchestrator.record.run_identity import Tag, content_hash, trial_folder, trial_key, trials_root
 from orchestrator.tables import format_mean_std, mean_and_std
-from orchestrator.worker.objective import OBJECTIVE
+from orchestrator.worker.objective import OBJECTIVE, with_objective_values
 from orchestrator.worker.wire import SweepContext
 
 
@@ -75,24 +77,58 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
              f"{job.sweep.num_samples} sweep trial(s) on seed {refs[0].seed}")
     contexts = [_context(ctx, sc, spec.name, ref, child, params) for ref in refs]
     first = contexts[0]
-    preset_objectives = [_run(c, params, PRESET_TRIAL, sc.name, spec.name, rows) for c in contexts]
-    candidates = [(preset_objectives[0], PRESET_TRIAL, params)]
-    candidates += [(_run(first, p, trial_id, sc.name, spec.name, rows), trial_id, p) for trial_id, p in extras]
-    say(f"    {spec.name} presets: objective {_fmt(preset_objectives)} over seeds"
-        + "".join(f"; {t} {o:.2f}" for o, t, _ in candidates[1:]))
-    candidates += _sweep(ctx, sc, spec.name, first, params, space, [(p, o) for o, _, p in candidates], rows)
-    chosen = PRESET_TRIAL
-    best = best_candidate(candidates)
-    if best is not None:
-        _, trial_id, trial_params = best
+    oracle = first.worker.oracle_metrics
+    preset_runs = [_run(c, params, PRESET_TRIAL, sc.name, spec.name, rows) for c in contexts]
+    tried: dict[str, tuple[MethodParams, dict[str, float]]] = {PRESET_TRIAL: (params, preset_runs[0])}
+    for trial_id, p in extras:
+        tried[trial_id] = (p, _run(first, p, trial_id, sc.name, spec.name, rows))
+    say(f"    {spec.name} presets: objective {_fmt([m.get(OBJECTIVE, math.nan) for m in preset_runs])} over seeds"
+        + "".join(f"; {t} {m.get(OBJECTIVE, math.nan):.2f}" for t, (_, m) in list(tried.items())[1:]))
+    tried.update(_sweep(ctx, sc, spec.name, first, params, space, list(tried.values()), rows))
+    entries = [Tried(t, with_objective_values(m, oracle)) for t, (_, m) in tried.items()]
+    choice, excluded = pick(entries, job.sweep.choose, job.sweep.objectives), set()
+    while choice.trial_id not in (None, PRESET_TRIAL):
+        trial_id, trial_params = choice.trial_id, tried[choice.trial_id][0]
         objectives = [_row(rows, sc.name, spec.name, trial_id, first.seed)["objective"]]
-        objectives += [_run(c, trial_params, trial_id, sc.name, spec.name, rows) for c in contexts[1:]]
-        chosen = choose(preset_objectives, trial_id, objectives)
-        say(f"    {spec.name} best candidate {trial_id}: objective {_fmt(objectives)} vs preset "
-            f"{_fmt(preset_objectives)}")
+        objectives += [_run(c, trial_params, trial_id, sc.name, spec.name, rows).get(OBJECTIVE, math.nan)
+                       for c in contexts[1:]]
+        say(f"    {spec.name} picked {trial_id} ({choice.rule}): objective {_fmt(objectives)} over seeds vs preset "
+            f"{_fmt([m.get(OBJECTIVE, math.nan) for m in preset_runs])}")
+        if finished_everywhere(objectives):
+            break
+        say(f"    {spec.name}: {trial_id} failed or diverged on a replicate seed; the rule picks again without it")
+        excluded.add(trial_id)
+        choice = pick(entries, job.sweep.choose, job.sweep.objectives, frozenset(excluded))
+    chosen = choice.trial_id or PRESET_TRIAL
+    if choice.within_limits is False:
+        say(f"    {spec.name}: no configuration on the front is within the limits of {choice.rule}; chose the one "
+            f"closest to them")
     summary.mark_chosen(rows, sc.name, spec.name, chosen)
+    _record_front(ctx, rows, sc.name, spec.name, choice, chosen)
     _retain(ctx, first, rows, sc.name, spec.name, chosen)
-    say(f"    {spec.name}: chosen configuration {chosen}")
+    front = sorted(t for t in choice.ranks if choice.on_front(t))
+    say(f"    {spec.name}: chosen configuration {chosen} ({choice.rule}); Pareto front of {len(tried)} tried: "
+        f"{', '.join(front) or 'none'}")
+
+
+def _record_front(ctx: JobRun, rows: list[dict[str, Any]], scenario: str, method: str, choice: Choice,
+                  chosen: str) -> None:
+    """Each configuration's Pareto rank on its rows and runs (metric ``pareto_rank``, tag ``camu.is_pareto``),
+    and the rule that chose the chosen one (``chosen_by``, tag ``camu.chosen_by``)."""
+    rule = choice.rule + (" (no configuration within the limits: the closest)" if choice.within_limits is False
+                          else "")
+    for row in rows:
+        if (row["scenario"], row["method"]) != (scenario, method) or row["trial_id"] not in choice.ranks:
+            continue
+        rank = choice.ranks[row["trial_id"]]
+        row["pareto_rank"], row["is_pareto"] = float(rank), rank == 1
+        row["chosen_by"] = rule if row["trial_id"] == chosen else ""
+        if row["run_id"]:
+            ctx.tracker.log_metrics(row["run_id"], {"pareto_rank": float(rank)})
+            tags = {Tag.IS_PARETO: str(rank == 1).lower()}
+            if row["trial_id"] == chosen:
+                tags[Tag.CHOSEN_BY] = rule
+            ctx.tracker.set_tags(row["run_id"], tags)
 
 
 def _retain(ctx: JobRun, first: SweepContext, rows: list[dict[str, Any]], scenario: str, method: str,
@@ -119,36 +155,38 @@ def _is_sweep_trial(ctx: JobRun, run_id: str) -> bool:
 
 
 def _run(ctx: SweepContext, params: MethodParams, trial_id: str, scenario: str, method: str,
-         rows: list[dict[str, Any]]) -> float:
-    """One run outside the sweep (a preset, a replicate): its row, and its objective."""
+         rows: list[dict[str, Any]]) -> dict[str, float]:
+    """One run outside the sweep (a preset, a replicate): its row, and its final metrics ({} unfinished)."""
     PROGRESS.start_task(f"{method} {trial_id} on seed {ctx.seed}", getattr(params, "epochs", None))
     metrics, run_id = run_trial(ctx, params, trial_id, in_tune=False)
+    metrics = with_objective_values(metrics, ctx.worker.oracle_metrics)
     rows.append(summary.trial_row(scenario, method, ctx.seed, trial_id, metrics, run_id, params.model_dump()))
-    return metrics.get(OBJECTIVE, math.nan)
+    return metrics
 
 
 def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, params: MethodParams,
-           space: SearchSpace, evaluated: list[tuple[MethodParams, float]],
-           rows: list[dict[str, Any]]) -> list[tuple[float, str, MethodParams]]:
+           space: SearchSpace, evaluated: list[tuple[MethodParams, dict[str, float]]],
+           rows: list[dict[str, Any]]) -> dict[str, tuple[MethodParams, dict[str, float]]]:
     """The sweep on the selection seed, told the presets' results first; returns its finished trials
-    as (objective, trial id, params)."""
+    as trial id -> (params, final metrics)."""
     job = ctx.spec
     if job.sweep.num_samples == 0 or not space.searched:
-        return []
+        return {}
     trials = run_sweep(first, job.sweep, space, _space_max_epochs(space, params),
                        f"{job.name}-{first.scope_key}-s{first.seed}", evaluated=evaluated, tracker=ctx.tracker)
-    finished = []
+    found: dict[str, tuple[MethodParams, dict[str, float]]] = {}
     for trial in trials:
         trial_id, trial_params = trial.trial_id, with_values(params, trial.config)
         run_id = ctx.tracker.find_run(ctx.experiment_id, {Tag.KEY: trial_key(first.scope_key, trial_id, first.seed)})
-        row = summary.trial_row(sc.name, method, first.seed, trial_id, trial.metrics, run_id,
+        finished = bool(trial.metrics.get("final")) and not trial.failed
+        metrics = with_objective_values(trial.metrics, first.worker.oracle_metrics) if finished else {}
+        row = summary.trial_row(sc.name, method, first.seed, trial_id, metrics, run_id,
                                 trial_params.model_dump(), failed=trial.failed)
         rows.append(row)
-        if row["status"] == "finished" and math.isfinite(row["objective"]):
-            finished.append((row["objective"], trial_id, trial_params))
-    if not finished:
+        found[trial_id] = (trial_params, metrics)  # unfinished: {} (never on the front)
+    if not any(m for _, m in found.values()):
         say(f"    {method}: no sweep trial finished")
-    return finished
+    return found
 
 
 def _row(rows: list[dict[str, Any]], scenario: str, method: str, trial_id: str, seed: int) -> dict[str, Any]:

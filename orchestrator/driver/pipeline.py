@@ -216,7 +216,9 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
     parent = tracker.find_or_create_run(experiment_id, spec.name,
                                         {Tag.ROLE: "job", Tag.JOB: spec.name, Tag.SUBMISSION: submission,
                                          Tag.SPEC_HASH: content_hash(spec.model_dump(mode="json")),
-                                         Tag.NAMESPACE: spec.tracking.namespace, **identity},
+                                         Tag.NAMESPACE: spec.tracking.namespace,
+                                         Tag.OBJECTIVES: ",".join(spec.sweep.objectives or []),
+                                         Tag.CHOOSE: spec.sweep.choose.describe(), **identity},
                                         key=f"job:{spec.name}:{submission}")
     # a resumed job: this code, this driver (its owner stays the one who started it)
     tracker.set_tags(parent, {**{k: v for k, v in identity.items() if k != Tag.OWNER}, **driver_tags()})

@@ -29,6 +29,7 @@ from camu.methods import MethodParams
 from orchestrator.driver.retention import remove_folder
 from orchestrator.execution.placement import wait_until_released
 from orchestrator.execution.trainer import fit_trainer, make_trainer
+from orchestrator.job.objectives import objective_keys
 from orchestrator.job.presets import with_values
 from orchestrator.job.space import SearchSpace
 from orchestrator.job.spec import SweepSpec
@@ -44,7 +45,7 @@ from orchestrator.record.run_identity import (
 )
 from orchestrator.record.tracking import Tracker
 from orchestrator.worker.finals import FINAL_FILE, read_final
-from orchestrator.worker.objective import OBJECTIVE
+from orchestrator.worker.objective import OBJECTIVE, with_objective_values
 from orchestrator.worker.unlearning import unlearn_worker
 from orchestrator.worker.wire import RecordedTrial, SweepContext, TrialConfig
 
@@ -71,24 +72,87 @@ def tune_space(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-def search_algorithm(sweep: SweepSpec, space: SearchSpace, evaluated: list[tuple[MethodParams, float]]) -> Any:
-    """Optuna TPE (seeded, told the presets' objectives), random (seeded) or grid."""
+def search_algorithm(sweep: SweepSpec, space: SearchSpace,
+                     evaluated: list[tuple[MethodParams, dict[str, float]]]) -> Any:
+    """Optuna TPE (seeded, told the presets' results), random (seeded) or grid. With two or more
+    ``sweep.objectives`` Optuna searches them all at once (``MultiObjectiveOptunaSearch``)."""
     if sweep.search == "optuna":
         from optuna.samplers import TPESampler
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        dumped = [(p.model_dump(), obj) for p, obj in evaluated]
-        known = [({k: p[k] for k in space.searched}, obj) for p, obj in dumped
-                 if space.contains(p) and math.isfinite(obj)]
-        searcher = OptunaSearch(sampler=TPESampler(seed=sweep.seed),
-                                points_to_evaluate=[p for p, _ in known] or None,
-                                evaluated_rewards=[o for _, o in known] or None)
+        keys = objective_keys(sweep.objectives) if sweep.multi_objective else [OBJECTIVE]
+        known = []
+        for p, metrics in evaluated:
+            values, point = [float(metrics.get(k, math.nan)) for k in keys], p.model_dump()
+            if space.contains(point) and all(math.isfinite(v) for v in values):
+                known.append(({k: point[k] for k in space.searched}, values if len(keys) > 1 else values[0]))
+        # TPE in both cases: it models good and bad regions from the first trials on (multi-objective TPE
+        # splits them by non-dominated rank), where NSGA-II needs whole generations (50 trials by default)
+        # before it does better than random sampling; sweeps here are tens of trials
+        sampler = TPESampler(seed=sweep.seed)
+        warm = {"points_to_evaluate": [p for p, _ in known] or None, "evaluated_rewards": [o for _, o in known] or None}
+        searcher = (MultiObjectiveOptunaSearch(sampler=sampler, metric=keys, mode=["min"] * len(keys), **warm)
+                    if len(keys) > 1 else OptunaSearch(sampler=sampler, **warm))
         return ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent_trials)
     from ray.tune.search import BasicVariantGenerator
 
     # an explicit generator carries the concurrency limit itself (Tune ignores max_concurrent_trials then)
     return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+
+
+def _multi_objective_search() -> type:
+    """``OptunaSearch`` for several metrics at once (built on first use: Optuna is imported lazily)."""
+    from optuna.trial import TrialState, create_trial
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _Search(OptunaSearch):
+        """Searches its own list of metrics (``objectives``) while Tune sees the scalar one: Tune hands every
+        searcher the scalar metric and checks that each result holds the searcher's ``metric``, and the
+        per-epoch reports hold only the scalar objective (the one early stopping reads); the objectives come
+        with the final report. Warm-start points are told with a value per objective, and a trial that ended
+        without every objective (stopped early, failed) is recorded as pruned or failed, never as a value."""
+
+        @property
+        def metric(self) -> str:
+            return OBJECTIVE
+
+        @property
+        def mode(self) -> str:
+            return "min"
+
+        @property
+        def objectives(self) -> list[str]:
+            return list(self._metric)
+
+        def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+            return super().set_search_properties(None, None, config, **spec)
+
+        def add_evaluated_point(self, parameters: dict, value: Any, error: bool = False, pruned: bool = False,
+                                intermediate_values: list[float] | None = None) -> None:
+            self._ot_study.add_trial(create_trial(state=TrialState.COMPLETE, values=[float(v) for v in value],
+                                                  params=parameters, distributions=self._space))
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            """Optuna keeps no intermediate values for several objectives."""
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials:
+                return
+            values = [(result or {}).get(m) for m in self.objectives]
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                self._ot_study.tell(self._ot_trials[trial_id], [float(v) for v in values])
+            else:
+                self._ot_study.tell(self._ot_trials[trial_id], None,
+                                    state=TrialState.FAIL if error else TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+
+    return _Search
+
+
+def MultiObjectiveOptunaSearch(**kwargs: Any) -> Any:
+    """An Optuna search over several metrics, all minimised (see ``_multi_objective_search``)."""
+    return _multi_objective_search()(**kwargs)
 
 
 def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
@@ -318,7 +382,7 @@ class SweepTrial(NamedTuple):
 
 
 def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epochs: int, tune_name: str,
-              evaluated: list[tuple[MethodParams, float]], tracker: Tracker) -> list[SweepTrial]:
+              evaluated: list[tuple[MethodParams, dict[str, float]]], tracker: Tracker) -> list[SweepTrial]:
     """One Tuner per (scenario, method, seed), rebuilt from the spec and the MLflow record when the
     job is resumed (see the module docstring); returns every trial of the sweep."""
     PROGRESS.start_task(f"{ctx.method} sweep on seed {ctx.seed}")
@@ -346,7 +410,8 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
     tuner_name = f"{tune_name}-{uuid.uuid4().hex[:8]}"  # a fresh folder per attempt: written, never read back
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
                                     trial_driver_resources(ctx.resources.num_workers))
-    best_known = min((o for _, o in evaluated if math.isfinite(o)), default=float("inf"))
+    best_known = min((o for o in (float(m.get(OBJECTIVE, math.nan)) for _, m in evaluated) if math.isfinite(o)),
+                     default=float("inf"))
     tuner = tune.Tuner(
         trainable,
         param_space=tune_space(space),
@@ -396,8 +461,8 @@ def _tune_id_from_path(path: str) -> str:
 
 
 def _replay_for_optuna(ctx: SweepContext, recorded: dict[str, RecordedTrial],
-                       evaluated: list[tuple[MethodParams, float]]
-                       ) -> tuple[list[SweepTrial], list[tuple[MethodParams, float]]]:
+                       evaluated: list[tuple[MethodParams, dict[str, float]]]
+                       ) -> tuple[list[SweepTrial], list[tuple[MethodParams, dict[str, float]]]]:
     """Optuna's side of a resumed sweep: unfinished trials rerun first (each continues from its Train
     checkpoint under its own id), then every finished one is told to the search like the presets."""
     done, told = [], list(evaluated)
@@ -415,7 +480,7 @@ def _replay_for_optuna(ctx: SweepContext, recorded: dict[str, RecordedTrial],
         else:
             final = read_final_metrics(trial_out_dir(ctx, trial.trial_id))
         done.append(SweepTrial(trial.trial_id, trial.sampled, final, False))
-        objective_value = float(final.get(OBJECTIVE, math.nan))
-        if math.isfinite(objective_value):
-            told.append((with_values(ctx.base_params, trial.sampled), objective_value))
+        if final.get("final"):
+            told.append((with_values(ctx.base_params, trial.sampled),
+                         with_objective_values(final, ctx.worker.oracle_metrics)))
     return done, told

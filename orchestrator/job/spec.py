@@ -26,6 +26,7 @@ from camu.schema import Seed, StrictModel
 from camu.training import TrainRecipe
 from orchestrator.inputs import InputError
 from orchestrator.job.messages import format_validation_error
+from orchestrator.job.objectives import GAP_METRICS, OBJECTIVE_NAMES, ObjectiveName
 from orchestrator.job.space import SearchSpace
 from orchestrator.job.uris import UriError, model_source, tracking_uri_problem
 
@@ -186,6 +187,69 @@ class EvaluationSpec(Strict):
         raise ValueError(f"{why}; give a share strictly between 0 and 1, e.g. 0.5 (the default)")
 
 
+class ChooseSpec(Strict):
+    """How a method's configuration is chosen from what its search tried (``orchestrator.pareto``), always a
+    member of the Pareto front of ``sweep.objectives``. Written in a job as ``scalar``, ``knee``,
+    ``{weights: {objective: w, ...}}`` or ``{constraint: {limits: {metric: max gap, ...}, minimise: objective}}``."""
+
+    rule: Literal["scalar", "knee", "weights", "constraint"] = "scalar"
+    weights: dict[ObjectiveName, float] | None = None
+    limits: dict[str, float] | None = None
+    minimise: ObjectiveName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written_forms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"rule": value}
+        if isinstance(value, dict) and "rule" not in value and len(value) == 1:
+            (key, body), = value.items()
+            if key == "weights":
+                return {"rule": "weights", "weights": body}
+            if key == "constraint":
+                return {"rule": "constraint", **body} if isinstance(body, dict) else \
+                    {"rule": "constraint", "limits": body}
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChooseSpec:
+        if self.rule == "weights":
+            if not self.weights:
+                raise ValueError("weights: give at least one objective's weight, e.g. {weights: {forgetting: 1, "
+                                 "utility: 1}}")
+            bad = {k: w for k, w in self.weights.items() if not (math.isfinite(w) and w >= 0)}
+            if bad or not any(self.weights.values()):
+                raise ValueError(f"weights: every weight must be a finite number >= 0 and one must be > 0 (got "
+                                 f"{self.weights})")
+        if self.rule == "constraint":
+            if not self.limits or self.minimise is None:
+                raise ValueError("constraint: write {constraint: {limits: {ra: 1.0, ta: 1.0}, minimise: time}} (the "
+                                 "largest allowed gap to the oracle per metric or objective, and the objective to "
+                                 "minimise among the configurations within them)")
+            known = set(GAP_METRICS) | set(OBJECTIVE_NAMES)
+            unknown = sorted(set(self.limits) - known)
+            if unknown:
+                raise ValueError(f"constraint.limits: {unknown} are neither gap metrics nor objectives; choose from "
+                                 f"{', '.join(GAP_METRICS + OBJECTIVE_NAMES)}")
+            negative = sorted(k for k, v in self.limits.items() if not (math.isfinite(v) and v >= 0))
+            if negative:
+                raise ValueError(f"constraint.limits: {negative} must be finite numbers >= 0 (a largest gap)")
+        if self.rule not in ("weights",) and self.weights is not None:
+            raise ValueError("weights: only with {weights: {...}}")
+        if self.rule != "constraint" and (self.limits is not None or self.minimise is not None):
+            raise ValueError("limits and minimise: only with {constraint: {...}}")
+        return self
+
+    def describe(self) -> str:
+        """The rule as a reader of the report sees it."""
+        if self.rule == "weights":
+            return "weights " + ", ".join(f"{k} x{w:g}" for k, w in (self.weights or {}).items())
+        if self.rule == "constraint":
+            limits = ", ".join(f"{k} <= {v:g}" for k, v in (self.limits or {}).items())
+            return f"constraint: lowest {self.minimise} with {limits}"
+        return {"scalar": "scalar: lowest objective", "knee": "knee of the front"}[self.rule]
+
+
 class SweepSpec(Strict):
     """How every method is searched: the same algorithm and budget for all (a fair comparison by default)."""
 
@@ -202,6 +266,35 @@ class SweepSpec(Strict):
                               description="Tune retries of a failed trial before it is recorded as failed")
     time_budget_s: float | None = Field(None, gt=0, le=30 * 86400, description="stop starting trials after this many "
                                                                               "seconds of a method's sweep")
+    objectives: list[ObjectiveName] | None = Field(
+        None, min_length=1, max_length=4,
+        description="named objectives, each minimised (forgetting, utility, privacy, time): with two or more the "
+                    "search is multi-objective and the report draws each method's Pareto front; default: the "
+                    "scalar objective alone")
+    choose: ChooseSpec = Field(default_factory=ChooseSpec,
+                               description="scalar | knee | {weights: {...}} | {constraint: {limits: {...}, "
+                                           "minimise: ...}}: which member of the Pareto front is chosen")
+
+    @model_validator(mode="after")
+    def _choice_fits_objectives(self) -> SweepSpec:
+        names = self.objectives or []
+        if len(set(names)) != len(names):
+            raise ValueError("objectives: list each objective once")
+        rule = self.choose
+        if rule.rule == "knee" and len(names) < 2:
+            raise ValueError("choose: knee needs two or more sweep.objectives (e.g. objectives: [forgetting, "
+                             "utility]); with the scalar objective alone use choose: scalar")
+        used = set(rule.weights or {}) | ({rule.minimise} if rule.minimise else set()) | \
+            (set(rule.limits or {}) & set(OBJECTIVE_NAMES))
+        missing = sorted(used - set(names))
+        if missing:
+            raise ValueError(f"choose: {missing} must be listed in sweep.objectives (now {names or 'unset'}); add "
+                             f"them there or choose on the listed ones")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives or []) >= 2
 
 
 
@@ -475,6 +568,9 @@ class JobSpec(Strict):
             if total > MAX_TRIALS:
                 problems.append(f"methods.{i}.sweep.space: the grid times sweep.num_samples makes {total:,} trials per "
                                 f"scenario and seed; at most {MAX_TRIALS:,} (shrink the grid or use search: optuna)")
+        if "privacy" in (self.sweep.objectives or []) and self.evaluation.privacy is None:
+            problems.append("sweep.objectives: privacy is the per-example attack's gap, which runs only with "
+                            "evaluation.privacy: {shadows: 8}; add that or drop privacy from the objectives")
         if problems:
             raise ValueError("\n".join(problems))
         return self

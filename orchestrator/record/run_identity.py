@@ -39,9 +39,13 @@ class Tag:
     CACHED = "camu.cached"
     CODE_HASH = "camu.code_hash"
     CODE_VERSION = "camu.code_version"
+    CHOSEN_BY = "camu.chosen_by"  # on the chosen configuration's runs: the rule that chose it
+    CHOOSE = "camu.choose"  # on the job run: the rule of sweep.choose, as the report words it
     CONFIG = "camu.config"
     DIVERGED = "camu.diverged"
     DRIVER = "camu.driver"
+    OBJECTIVES = "camu.objectives"  # on the job run: sweep.objectives, comma-separated (empty: the scalar alone)
+    IS_PARETO = "camu.is_pareto"  # "true" on the runs of a configuration on its method's Pareto front
     HEARTBEAT = "camu.heartbeat"
     IS_BEST = "camu.is_best"
     JOB = "camu.job"  # the job's name (also the Ray job metadata key of a submission)

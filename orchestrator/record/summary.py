@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.job.metrics import BY_METHOD_METRICS
+from orchestrator.job.objectives import GAP_METRICS, OBJECTIVE_NAMES, gap_metric, objective_metric
 from orchestrator.record.run_identity import Tag
 from orchestrator.record.tracking import Tracker
 from orchestrator.secrets import redact
@@ -23,18 +24,24 @@ METRIC_COLUMNS = ["ra", "fa", "ta", "ta_retained", "ta_forgotten", "mia_official
                   "mia_forget_member_rate", "mia_auc", "lira_auc", "lira_tpr_at_1pct_fpr", "avg_gap", "relearn_epochs",
                   "unlearn_seconds", "rte", "nonfinite_outputs",
                   # the selection part: what the choice of a configuration read (see camu.evaluation)
-                  "sel_ra", "sel_fa", "sel_ta", "sel_mia_official", "sel_avg_gap", "objective", "selection_fraction"]
+                  "sel_ra", "sel_fa", "sel_ta", "sel_mia_official", "sel_avg_gap", "objective", "selection_fraction",
+                  # the named objectives and per-metric gaps (selection part; orchestrator.job.objectives) and the
+                  # configuration's rank on its method's Pareto front (1: on it)
+                  *(objective_metric(n) for n in OBJECTIVE_NAMES), *(gap_metric(m) for m in GAP_METRICS),
+                  "pareto_rank"]
 SCHEMA = pa.schema([("scenario", pa.string()), ("method", pa.string()), ("trial_id", pa.string()),
                     ("seed", pa.int64()), ("is_best", pa.bool_()), ("status", pa.string())]
                    + [(c, pa.float64()) for c in METRIC_COLUMNS]
-                   + [("run_id", pa.string()), ("params", pa.string())])
+                   + [("is_pareto", pa.bool_()), ("chosen_by", pa.string()),
+                      ("run_id", pa.string()), ("params", pa.string())])
 SUMMARY_ARTIFACT = "eval/summary.parquet"
 
 
 def _row(scenario: str, method: str, seed: int, trial_id: str, metrics: dict[str, Any], run_id: str | None,
          params: dict[str, Any] | None, status: str) -> dict[str, Any]:
     row = {"scenario": scenario, "method": method, "trial_id": trial_id, "seed": seed, "is_best": False,
-           "status": status, "run_id": run_id or "", "params": json.dumps(params or {}, sort_keys=True, default=str)}
+           "status": status, "is_pareto": False, "chosen_by": "", "run_id": run_id or "",
+           "params": json.dumps(params or {}, sort_keys=True, default=str)}
     for c in METRIC_COLUMNS:
         value = metrics.get(c)
         row[c] = float(value) if isinstance(value, (int, float)) else float("nan")
@@ -151,7 +158,20 @@ def load_summary(tracker: Tracker, ident: str) -> tuple[Any, pa.Table]:
         except Exception as err:
             raise LookupError(f"job run {run.info.run_id} has no {SUMMARY_ARTIFACT} (status {run.info.status}); "
                               f"it did not finish") from err
-        return run, pq.read_table(path)
+        return run, conform(pq.read_table(path))
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A summary in today's ``SCHEMA``: columns that a job recorded by an older camu-orch lacks are added
+    (metrics NaN, ``is_pareto`` false, ``chosen_by`` empty), so every reader sees the same columns."""
+    defaults = {pa.float64(): float("nan"), pa.bool_(): False, pa.string(): ""}
+    columns = []
+    for field in SCHEMA:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.array([defaults.get(field.type)] * table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
 def write_table(table: pa.Table, fmt: str, output: str | None, render: Any = None) -> str | None:

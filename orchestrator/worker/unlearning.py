@@ -26,7 +26,7 @@ from orchestrator.record.tracking import Tracker
 from orchestrator.worker.evaluation import assess, non_finite_parameters, quick_metrics
 from orchestrator.worker.finals import FINAL_FILE, write_final
 from orchestrator.worker.loading import load_data, new_model, worker_device
-from orchestrator.worker.objective import OBJECTIVE, objective
+from orchestrator.worker.objective import OBJECTIVE, objective, objective_values
 from orchestrator.worker.reporting import (
     QUICK_SHARE,
     Channel,
@@ -148,6 +148,7 @@ def _final(cfg: TrialConfig, tracker: Tracker, result: Any, data: ImageData, spl
     final["diverged"] = float(bool(broken))
     final["unlearn_seconds"] = result.seconds
     final["rte"] = wcfg.oracle_seconds / result.seconds if result.seconds > 0 else float("nan")
+    final.update(objective_values(final, wcfg.oracle_metrics))
     out = Path(cfg.out_dir)
     staged = save_weights(result.model, out / f".weights-{os.getpid()}.safetensors.tmp")
     os.replace(staged, out / "weights.safetensors")  # a re-run trial never leaves a torn weights file

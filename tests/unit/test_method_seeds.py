@@ -34,9 +34,12 @@ def test_compare_runs_a_method_only_on_its_seeds(monkeypatch):
 
     spec = JobSpec.model_validate({**BASE, "methods": [{"name": "finetune", "seeds": [1, 3], "sweep": {"space": {}}}]})
     seen = []
-    monkeypatch.setattr(compare, "_context", lambda ctx, sc, method, ref, child, params: SimpleNamespace(seed=ref.seed))
-    monkeypatch.setattr(compare, "_run", lambda c, params, trial, scenario, method, rows: seen.append(c.seed) or 1.0)
+    monkeypatch.setattr(compare, "_context", lambda ctx, sc, method, ref, child, params: SimpleNamespace(
+        seed=ref.seed, worker=SimpleNamespace(oracle_metrics={})))
+    monkeypatch.setattr(compare, "_run", lambda c, params, trial, scenario, method, rows:
+                        seen.append(c.seed) or {"final": 1.0, "objective": 1.0})
     monkeypatch.setattr(compare, "_retain", lambda *a: None)
+    monkeypatch.setattr(compare, "_record_front", lambda *a: None)
     ctx = SimpleNamespace(spec=spec)
     refs = [SimpleNamespace(seed=s) for s in spec.seeds]
     compare.compare_method(ctx, spec.scenarios[0], spec.methods[0], refs, "child", [])
@@ -59,12 +62,14 @@ def test_an_empty_space_runs_the_preset_alone(monkeypatch, space, trials):
         seen.append(trial)
         rows.append({"scenario": scenario, "method": method, "trial_id": trial, "seed": c.seed, "objective": 1.0,
                      "status": "finished"})
-        return 1.0
+        return {"final": 1.0, "objective": 1.0}
 
-    monkeypatch.setattr(compare, "_context", lambda ctx, sc, method, ref, child, params: SimpleNamespace(seed=ref.seed))
+    monkeypatch.setattr(compare, "_context", lambda ctx, sc, method, ref, child, params: SimpleNamespace(
+        seed=ref.seed, worker=SimpleNamespace(oracle_metrics={})))
     monkeypatch.setattr(compare, "_run", run)
-    monkeypatch.setattr(compare, "_sweep", lambda *a: [])
+    monkeypatch.setattr(compare, "_sweep", lambda *a: {})
     monkeypatch.setattr(compare, "_retain", lambda *a: None)
+    monkeypatch.setattr(compare, "_record_front", lambda *a: None)
     compare.compare_method(SimpleNamespace(spec=spec), spec.scenarios[0], spec.methods[0],
                            [SimpleNamespace(seed=0)], "child", [])
     assert sorted(set(seen)) == trials

@@ -116,7 +116,7 @@ def test_every_figure_a_summary_supports_is_drawn_with_ink(built):
     assert expected <= set(built["outcome"].figures), built["outcome"].figures
     # a summary alone has no curves or per-sample tables: those figures are absent, and the page says why
     assert {f"{s}-{f}" for s in ("class0", "random10")
-            for f in ("epochs", "membership", "relearning", "relearning_gap")} \
+            for f in ("pareto", "epochs", "membership", "relearning", "relearning_gap")} \
         == set(built["outcome"].missing)
     assert len(built["page"].images) == len(expected)
     for src in built["page"].images:

@@ -20,7 +20,7 @@ PRESET = {"lr_out": 1e-3, "epochs": 2, "label_policy": "partner", "w_rep_keep": 
 def test_optuna_is_told_the_presets_first():
     """The presets' results reach the study before any new trial: the search starts from what is known."""
     other = {**PRESET, "lr_out": 5e-5, "epochs": 3}
-    told = [(CamuParams.model_validate(p), o) for p, o in [(PRESET, 1.5), (other, 0.7), ({**PRESET, "epochs": 9}, 0.1)]]
+    told = [(CamuParams.model_validate(p), {"objective": o}) for p, o in [(PRESET, 1.5), (other, 0.7), ({**PRESET, "epochs": 9}, 0.1)]]
     alg = search_algorithm(SweepSpec(search="optuna"), SPACE, told)
     alg.set_search_properties("objective", "min", tune_space(SPACE))
     study = alg.searcher._ot_study

@@ -19,9 +19,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 import numpy as np
+import pyarrow as pa
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from orchestrator.job.objectives import UNITS
+from orchestrator.record.fronts import method_fronts
 from orchestrator.record.report.source import ScenarioData
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
@@ -148,6 +151,49 @@ def frontier(sc: ScenarioData, style: dict[str, Style]) -> Figure | None:
     ax.set_title(f"{sc.name}: cost vs quality (lower left is better)")
     ax.grid(alpha=0.3, which="both")
     _legend(ax, sc, style, MARKS)
+    return fig
+
+
+def pareto(sc: ScenarioData, style: dict[str, Style]) -> Figure | None:
+    """Each method's tried configurations on the first two objectives (selection seed, selection part), its
+    Pareto front outlined (and joined when the job has exactly two objectives), the chosen configuration
+    outlined thick."""
+    if len(sc.objectives) < 2:
+        return None
+    fronts = [f for f in method_fronts(pa.Table.from_pylist(sc.rows), sc.objectives) if f.scenario == sc.name]
+    if not any(t.on_front for f in fronts for t in f.tried):
+        return None
+    fig, axes = _new()
+    ax = axes[0][0]
+    for f in fronts:
+        st = style.get(f.method)
+        if st is None:
+            continue
+        pts = [t for t in f.tried if all(math.isfinite(v) for v in t.values[:2])]
+        ax.scatter([t.values[0] for t in pts], [t.values[1] for t in pts], marker=st.marker, s=26, color=st.color,
+                   alpha=0.35, linewidth=0)
+        front = sorted((t for t in pts if t.on_front), key=lambda t: (t.values[0], t.values[1]))
+        if front and len(sc.objectives) == 2:  # with more, a member may sit above another in this projection
+            ax.step([t.values[0] for t in front], [t.values[1] for t in front], where="post", color=st.color,
+                    linewidth=1.2, alpha=0.9)
+        if front:
+            ax.scatter([t.values[0] for t in front], [t.values[1] for t in front], marker=st.marker, s=60,
+                       color=st.color, edgecolor="black", linewidth=0.8, zorder=3)
+        chosen = [t for t in pts if t.chosen]
+        if chosen:
+            ax.scatter([t.values[0] for t in chosen], [t.values[1] for t in chosen], marker=st.marker, s=150,
+                       color=st.color, edgecolor="black", linewidth=2.2, zorder=4)
+    x, y = sc.objectives[:2]
+    ax.set_xlabel(f"{x} ({UNITS[x]}, selection part; lower is better)")
+    ax.set_ylabel(f"{y} ({UNITS[y]}, selection part; lower is better)")
+    more = (f"\nfront on {', '.join(sc.objectives)}; drawn on the first two (members outlined)"
+            if len(sc.objectives) > 2 else "")
+    ax.set_title(f"{sc.name}: Pareto fronts on seed {sc.seed}{more}", fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax, sc, style, [Line2D([], [], marker="o", color="0.6", markeredgecolor="black", markeredgewidth=0.8,
+                                   linestyle="-", markersize=7, label="on the front"),
+                            Line2D([], [], marker="o", color="0.6", markeredgecolor="black", markeredgewidth=2.2,
+                                   linestyle="none", markersize=10, label="chosen")])
     return fig
 
 
@@ -356,7 +402,8 @@ def sweep(sc: ScenarioData, method: str, style: dict[str, Style]) -> Figure | No
 def scenario_figures(sc: ScenarioData) -> dict[str, Figure | None]:
     """Every figure of one scenario by name (None: no data for it)."""
     style = styles(sc.methods)
-    figs = {"tradeoff": tradeoff(sc, style), "frontier": frontier(sc, style), "epochs": epochs(sc, style),
+    figs = {"tradeoff": tradeoff(sc, style), "frontier": frontier(sc, style), "pareto": pareto(sc, style),
+            "epochs": epochs(sc, style),
             "relearning": relearning(sc, style), "relearning_gap": relearning_gap(sc, style),
             "membership": membership(sc, style)}
     for method in sc.methods:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from orchestrator.record.fronts import cross_method, labels, method_fronts
 from orchestrator.record.links import UiLinks
 from orchestrator.record.report.source import ReportSource, ScenarioData
 
@@ -44,6 +45,11 @@ CAPTIONS = {
                 "is where a method should land.",
     "frontier": "Average gap to the oracle (over RA, FA, TA and the official MIA, report part) against unlearning "
                 "time. The black step is the best gap reachable within a time; the dashed line is retraining.",
+    "pareto": "Every configuration each method tried, on the first two of the job's objectives (selection part, "
+              "on the selection seed where all of them ran; lower left is better). Outlined: a method's Pareto "
+              "front, the configurations no other one of the method beats on every objective (joined by a line "
+              "when the job has two objectives; with more, a member may lie above another in this view). Thick "
+              "outline: the chosen configuration, always a member of its front.",
     "epochs": "Forget and remaining accuracy after every epoch of each method's chosen configuration (selection "
               "part, the cheap per-epoch objective early stopping reads); dashed: the oracle.",
     "relearning": "Forget accuracy while each chosen model is trained on the remaining data again: a model that "
@@ -58,6 +64,8 @@ CAPTIONS = {
 ABSENT = {
     "tradeoff": "no finished trial has forget and test accuracy",
     "frontier": "no finished trial has an average gap and an unlearning time",
+    "pareto": "the job searched one objective (sweep.objectives lists fewer than two): each method's front is its "
+              "lowest objective, in the table above",
     "epochs": "no per-epoch metrics were read (a summary-only report, or no method reported epochs)",
     "relearning": "the job did not ask for relearning (evaluation.relearn)",
     "relearning_gap": "no run has a relearning gap curve (evaluation.relearn.gap_every_batches not set, or a "
@@ -126,6 +134,36 @@ def status_table(sc: ScenarioData) -> tuple[str, int]:
             f"</tr>{body}</table>"), unfinished)
 
 
+def fronts_block(sc: ScenarioData) -> str:
+    """Each method's Pareto front as a table (the chosen configuration and the rule that chose it) and the
+    comparison across methods."""
+    names = labels(sc.objectives)
+    fronts = [f for f in method_fronts(pa.Table.from_pylist(sc.rows), sc.objectives) if f.scenario == sc.name]
+    if not fronts:
+        return ""
+    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    body = []
+    for f in fronts:
+        shown = f.front + [t for t in f.tried if t.chosen and not t.on_front]
+        for t in shown:
+            cells = "".join(f"<td>{_fmt(v)}</td>" for v in t.values)
+            reported = "".join(f"<td>{_fmt(t.reported.get(m))}</td>" for m in ("ra", "fa", "ta", "mia_official",
+                                                                                 "unlearn_seconds"))
+            mark = escape(t.chosen_by or "chosen") if t.chosen else ""
+            body.append(f"<tr{' class=win' if t.chosen else ''}><td class=l>{escape(f.method)}</td>"
+                        f"<td class=l>{escape(t.trial_id)}</td>{cells}<td>{t.seeds}</td>{reported}"
+                        f"<td class=l>{mark}</td></tr>")
+    across = cross_method(fronts, sc.objectives).get(sc.name, [])
+    return (f"<h3>Pareto fronts</h3><p class=meta>Each method's configurations that no other configuration of it "
+            f"beats on every objective ({escape(', '.join(names))}; selection part, on seed {sc.seed}, where every "
+            f"configuration ran; lower is better), {sum(len(f.tried) for f in fronts)} tried in all. Chosen by "
+            f"<b>{escape(sc.choose or 'scalar: lowest objective')}</b>. RA, FA, TA, MIA and time: report part, mean "
+            f"over the seeds each configuration ran on.</p><div class=wrap><table><tr><th class=l>method</th>"
+            f"<th class=l>configuration</th>{head}<th>seeds</th><th>RA</th><th>FA</th><th>TA</th><th>MIA</th>"
+            f"<th>time (s)</th><th class=l>chosen by</th></tr>{''.join(body)}</table></div>"
+            + ("<p class=meta>Across methods: " + escape("; ".join(across)) + "</p>" if across else ""))
+
+
 def figure_block(name: str, png: bytes | None, title: str, caption: str, reason: str) -> str:
     if png is None:
         return f"<h3>{escape(title)}</h3><p class=absent>Not drawn: {escape(reason)}.</p>"
@@ -134,7 +172,8 @@ def figure_block(name: str, png: bytes | None, title: str, caption: str, reason:
             f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
-TITLES = {"tradeoff": "Forgetting vs utility", "frontier": "Cost vs quality", "epochs": "Per-epoch accuracy",
+TITLES = {"tradeoff": "Forgetting vs utility", "frontier": "Cost vs quality", "pareto": "Pareto fronts",
+          "epochs": "Per-epoch accuracy",
           "relearning": "Relearning", "relearning_gap": "Relearning gap",
           "membership": "Membership scores of the forget set"}
 
@@ -195,8 +234,9 @@ def _scenario(sc: ScenarioData, by_method: pa.Table, images: dict[tuple[str, str
         out.append("<h3>Targets</h3><p class=meta>The job's <code>expect:</code> targets: the mean over the seeds "
                    "must lie within the tolerance of the value (<code>camu-orch results JOB --check</code>).</p>")
         out.append(targets_table(evaluate(targets, mine)))
+    out.append(fronts_block(sc))
     out.append("<details><summary>trials by status</summary>" + status + "</details>")
-    for name in ("tradeoff", "frontier", "epochs", "relearning", "relearning_gap", "membership"):
+    for name in ("tradeoff", "frontier", "pareto", "epochs", "relearning", "relearning_gap", "membership"):
         out.append(figure_block(name, images.get((sc.name, name)), TITLES[name], CAPTIONS[name], ABSENT[name]))
     sweeps = [(k[1], v) for k, v in images.items() if k[0] == sc.name and k[1].startswith("sweep-")]
     out.append("<h3>Sweeps</h3>")

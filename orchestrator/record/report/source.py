@@ -56,6 +56,8 @@ class ScenarioData:
     reference_gap: dict[str, dict[int, Curve]] = field(default_factory=dict)  # original / oracle -> seed -> curve
     oracle_forget_scores: np.ndarray | None = None
     oracle_test_scores: np.ndarray | None = None
+    objectives: list[str] = field(default_factory=list)  # sweep.objectives (empty: the scalar objective alone)
+    choose: str = ""                                     # the rule of sweep.choose, as the report words it
 
     @property
     def class_removal(self) -> bool:
@@ -81,11 +83,11 @@ class ReportSource:
 
     @classmethod
     def from_summary(cls, summary: pa.Table, job: str = "job", kinds: dict[str, str] | None = None,
-                     **info: Any) -> ReportSource:
-        """A source with the summary only: tables, trade-off, frontier and sweep figures; no curves."""
+                     objectives: list[str] | None = None, choose: str = "", **info: Any) -> ReportSource:
+        """A source with the summary only: tables, trade-off, frontier, Pareto and sweep figures; no curves."""
         rows = summary.to_pylist()
         scenarios = [ScenarioData(name, (kinds or {}).get(name) or _guess_kind(scoped), scoped,
-                                  seed=_sweep_seed(scoped))
+                                  seed=_sweep_seed(scoped), objectives=list(objectives or []), choose=choose)
                      for name in dict.fromkeys(r["scenario"] for r in rows)
                      for scoped in [[r for r in rows if r["scenario"] == name]]]
         return cls(job, summary, scenarios, **info)
@@ -130,8 +132,10 @@ def load_source(tracker: Tracker, ident: str) -> ReportSource:
     with tempfile.TemporaryDirectory() as tmp:
         table = _summary(tracker, run_id, children, Path(tmp), notes)
         kinds = {c.data.tags.get(Tag.SCENARIO, c.info.run_name): c.data.params.get("scenario.kind") for c in children}
-        source = ReportSource.from_summary(table, parent.data.tags.get(Tag.JOB, ident), kinds,
-                                           parent_run_id=run_id, experiment_id=experiment_id,
+        objectives = [o for o in parent.data.tags.get(Tag.OBJECTIVES, "").split(",") if o]
+        source = ReportSource.from_summary(table, parent.data.tags.get(Tag.JOB, ident), kinds, objectives,
+                                           parent.data.tags.get(Tag.CHOOSE, ""), parent_run_id=run_id,
+                                           experiment_id=experiment_id,
                                            tracking_uri=tracker.uri, status=parent.info.status, notes=notes)
         by_name = {c.data.tags.get(Tag.SCENARIO, c.info.run_name): c for c in children}
         for sc in source.scenarios:
@@ -162,7 +166,7 @@ def _targets(tracker: Tracker, run_id: str, notes: list[str]) -> list[Any]:
 def _summary(tracker: Tracker, run_id: str, children: list[Any], tmp: Path, notes: list[str]) -> pa.Table:
     """The job's summary, else the summaries its finished scenarios wrote (an interrupted job)."""
     with contextlib.suppress(Exception):  # MLflow raises several types for a missing artifact
-        return pq.read_table(tracker.download(run_id, summary.SUMMARY_ARTIFACT, tmp / "job"))
+        return summary.conform(pq.read_table(tracker.download(run_id, summary.SUMMARY_ARTIFACT, tmp / "job")))
     tables = []
     for child in children:
         try:
@@ -173,7 +177,7 @@ def _summary(tracker: Tracker, run_id: str, children: list[Any], tmp: Path, note
     if not tables:
         raise LookupError(f"job run {run_id} has no summary yet (no scenario finished): nothing to report")
     notes.append("the job did not write its summary: this report is built from the scenarios that finished")
-    return pa.concat_tables([t.cast(summary.SCHEMA) for t in tables])
+    return pa.concat_tables([summary.conform(t) for t in tables])
 
 
 def _gap_curves(tracker: Tracker, first: dict[str, Any], chosen: list[dict[str, Any]]) -> dict[int, Curve]:
