@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gzip
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -416,6 +417,9 @@ class ImageFolderOptions(DatasetOptions):
                                                  "image_size * 256/224 px; fast takes its centre crop of "
                                                  "image_size once at decode time")
     augment: bool | None = Field(None, description="override the setting's augmentation (default: on for paper)")
+    cache_dir: Path | None = Field(None, description="folder of the decoded-once uint8 cache (camu.data.prepared): "
+                                                     "every split is decoded into it once and memory-mapped by "
+                                                     "every later reader; camu-orch sets it to the job's cache")
     in_memory: bool | Literal["auto"] = Field(
         "auto", description="decode every image once into memory instead of decoding files at every pass (auto: "
                             f"when train and val decoded take at most {IN_MEMORY_LIMIT >> 30} GiB together; true: "
@@ -504,6 +508,51 @@ def _image_folder_split(path: Path, opt: ImageFolderOptions, cap: int | None, re
     return LazySource(ds, torch.tensor(ds.targets, dtype=torch.long), opt.num_workers, view), list(keep)
 
 
+class PilDecode:
+    """What the decode path does to a file before ``ToTensor``: load as RGB, ``Resize`` the short side,
+    ``CenterCrop`` the square (picklable, for decode processes)."""
+
+    def __init__(self, resized: int, side: int) -> None:
+        self.resized, self.side = resized, side
+
+    def __call__(self, path: str) -> Any:
+        from torchvision import transforms as T
+        from torchvision.datasets.folder import default_loader
+
+        return T.CenterCrop(self.side)(T.Resize(self.resized)(default_loader(path)))
+
+
+_FALLBACK_SAID: set[str] = set()
+
+
+def _prepared(opt: ImageFolderOptions, resized: int, side: int, lazy_train: LazySource,
+              lazy_test: LazySource) -> tuple[Source, Source] | None:
+    """Both splits from the decoded-once uint8 cache under ``opt.cache_dir`` (built on first use), or None
+    (said once per process, with the reason) when the cache cannot be used: the splits then stay lazy."""
+    import PIL
+    import torchvision
+
+    from camu.data.prepared import open_or_prepare
+
+    if _LABELS_ONLY.get():
+        return None
+    options = {"resized": resized, "side": side, "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+    out = []
+    for lazy in (lazy_train, lazy_test):
+        files = [(str(f), int(label)) for f, label in lazy.dataset.samples]
+        found, why = open_or_prepare(Path(opt.cache_dir).expanduser(), files, options, PilDecode(resized, side),
+                                     side, IMAGENET_MEAN, IMAGENET_STD, lazy.view, workers=opt.num_workers)
+        if found is None:
+            if why not in _FALLBACK_SAID:
+                _FALLBACK_SAID.add(why)
+                logging.getLogger(__name__).warning(
+                    "dataset.cache_dir: the decoded-once cache cannot be used (%s); images are decoded from the "
+                    "files at every pass instead", why)
+            return None
+        out.append(found.source)
+    return out[0], out[1]
+
+
 @register_dataset("imagefolder", ImageFolderOptions,
                   "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
 def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
@@ -519,7 +568,10 @@ def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
     shape = (3, side, side)
     train: Source = lazy_train
     test: Source = lazy_test
-    if _decode_in_memory(opt, (len(lazy_train) + len(lazy_test)) * 3 * side * side * 4):
+    prepared = _prepared(opt, resized, side, lazy_train, lazy_test) if opt.cache_dir is not None else None
+    if prepared is not None:
+        train, test = prepared
+    elif _decode_in_memory(opt, (len(lazy_train) + len(lazy_test)) * 3 * side * side * 4):
         train, test = _decoded(lazy_train, shape), _decoded(lazy_test, shape)
     return ImageData("imagefolder", train, test, len(classes), 3, (opt.image_size, opt.image_size), classes,
                      IMAGENET_MEAN, IMAGENET_STD)

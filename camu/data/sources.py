@@ -1,6 +1,7 @@
 """Image sources: where the pixels of one split live and how batches of them are fetched.
 
-Two kinds exist. ``TensorSource`` holds the whole split as one normalised tensor, which can be
+Three kinds exist (the third, ``camu.data.prepared.PreparedSource``: uint8 shards memory-mapped from the
+decoded-once cache of an image folder). ``TensorSource`` holds the whole split as one normalised tensor, which can be
 moved to the GPU once (datasets that fit: digits, MNIST, CIFAR). ``LazySource`` wraps a torch
 ``Dataset`` that decodes files on demand (ImageNet-style trees); batches come from a
 multi-process ``DataLoader``. Both expose the labels as a tensor so that scenarios can be
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from camu.data.prepared import PreparedSource
 from camu.data.views import PLAIN_VIEW, ImageView
 
 CropBatches = Sequence[torch.Tensor | None] | None  # per index batch: its (n, 5) crops, or None (evaluation view)
@@ -106,4 +108,4 @@ class LazySource:
                    labels.long().to(device, non_blocking=True))
 
 
-Source = TensorSource | LazySource
+Source = TensorSource | LazySource | PreparedSource

@@ -61,13 +61,15 @@ class References:
     worker: WorkerConfig
 
 
-def data_config(spec: JobSpec) -> DataConfig:
+def data_config(spec: JobSpec, cache_dir: str | None = None) -> DataConfig:
     """Dataset, model, device and GPU precision of the job, as every worker receives them (the dataset's
-    options as JSON would carry them: paths as strings)."""
+    options as JSON would carry them: paths as strings), and the job's cache folder, where an image folder
+    is decoded once for every trial (``prepared_dir``; not part of any model's cache key)."""
     return DataConfig(dataset=Named(name=spec.dataset.name,
                                     options=json.loads(json.dumps(spec.dataset.options, default=str))),
                       model=Named(name=spec.model.name, options=spec.model.options),
-                      device="cpu" if spec.device == "cpu" else "auto", precision=spec.resources.precision)
+                      device="cpu" if spec.device == "cpu" else "auto", precision=spec.resources.precision,
+                      prepared_dir=str(Path(cache_dir) / "datasets") if cache_dir else None)
 
 
 def training_key_fields(spec: JobSpec, data: ImageData | None) -> dict[str, Any]:

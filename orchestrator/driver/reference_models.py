@@ -50,7 +50,7 @@ def train_stage(ctx: JobRun, role: str, split_path: str | None, indices: torch.T
     one is moved aside and the model trained again."""
     spec, tracker = ctx.spec, ctx.tracker
     recipe = spec.original.oracle_recipe.model_dump()
-    base = data_config(spec)
+    base = data_config(spec, ctx.cache_dir)
     checked_data = ctx.checked.data if ctx.checked is not None else None
     key = model_key(role, base.dataset.model_dump(), base.model.model_dump(), training_key_fields(spec, checked_data),
                     indices)

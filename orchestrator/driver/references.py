@@ -38,7 +38,7 @@ def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child:
     stage(3, f"oracle for {sc.name}, seed {seed}")
     oracle = train_stage(ctx, "oracle", split_path, retain_indices(split), f"oracle {sc.name}/seed{seed}")
     tracker.set_tags(child, {Tag.oracle_run_id(seed): oracle.run_id, Tag.ORIGINAL_RUN_ID: original.run_id})
-    worker = WorkerConfig(**dict(data_config(spec)),
+    worker = WorkerConfig(**dict(data_config(spec, ctx.cache_dir)),
                           split_path=split_path, original_weights=original.weights, initial_weights=original.initial,
                           seed=seed, scenario_kind=sc.kind, oracle_metrics={}, oracle_seconds=oracle.train_seconds,
                           objective=spec.sweep.objective, evaluation=spec.evaluation,

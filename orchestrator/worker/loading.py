@@ -9,7 +9,7 @@ import json
 import ray.train.torch
 import torch
 
-from camu import build_model, load_dataset
+from camu import DATASETS, build_model, load_dataset
 from camu.data import ImageData
 from camu.runtime import resolve_device, set_precision
 from orchestrator.worker.wire import DataConfig
@@ -33,12 +33,21 @@ _LOADED: dict[str, ImageData] = {}  # this process's last dataset: reused trial 
 def load_data(cfg: DataConfig, device: torch.device) -> ImageData:
     """The job's dataset; in-memory splits are moved to the GPU once (GPU-resident data). A process that
     runs trial after trial (Tune reuses in-process trial drivers) keeps the last dataset it loaded."""
-    key = json.dumps([cfg.dataset.model_dump(), str(device)], sort_keys=True, default=str)
+    key = json.dumps([cfg.dataset.model_dump(), cfg.prepared_dir, str(device)], sort_keys=True, default=str)
     if key not in _LOADED:
-        data = load_dataset(cfg.dataset.name, cfg.dataset.options)
+        data = load_dataset(cfg.dataset.name, dataset_options(cfg))
         _LOADED.clear()
         _LOADED[key] = data.to(device) if device.type == "cuda" else data
     return _LOADED[key]
+
+
+def dataset_options(cfg: DataConfig) -> dict:
+    """The dataset's options, with the job's decoded-once cache for a dataset that takes one (``cache_dir``,
+    an image folder) unless the job file names its own."""
+    options = dict(cfg.dataset.options)
+    if cfg.prepared_dir and "cache_dir" in DATASETS.get(cfg.dataset.name).options.model_fields:
+        options.setdefault("cache_dir", cfg.prepared_dir)
+    return options
 
 
 def new_model(cfg: DataConfig, data: ImageData, seed: int) -> torch.nn.Module:

@@ -33,6 +33,7 @@ class DataConfig(Wire):
     model: Named
     device: str = "auto"  # "cpu", or "auto": the worker's GPU when it has one
     precision: str = "bf16"  # on GPU: bf16 autocast or fp32 (resources.precision)
+    prepared_dir: str | None = None  # where image folders are decoded once for every trial (the job's cache)
 
 
 class TrainingConfig(DataConfig):
