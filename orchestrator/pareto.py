@@ -49,7 +49,7 @@ def pareto_ranks(points: Sequence[Point]) -> list[int]:
         for i in layer:
             ranks[i] = rank
         left = [i for i in left if i not in layer]
-    return [r if r else rank + 1 for r in ranks]
+    return [r if r else max(rank, 1) + 1 for r in ranks]  # never rank 1: not on any front
 
 
 def pareto_front(points: Sequence[Point]) -> list[int]:
@@ -73,7 +73,8 @@ def choose_constraint(points: Sequence[Point], minimise: int, limited: Sequence[
                       limits: Mapping[str, float]) -> tuple[int | None, bool]:
     """(the front member within every limit with the lowest objective ``minimise``, True), or, when no
     member is within, (the member with the least total excess over the limits, False). ``limited[i]``
-    holds point i's values of the limited quantities (missing or NaN counts as over the limit)."""
+    holds point i's values of the limited quantities (missing or NaN counts as over the limit; a limit on
+    a quantity no front member has, a metric the scenario does not define, is left out)."""
     front = pareto_front(points)
     if not front:
         return None, False
@@ -85,6 +86,8 @@ def choose_constraint(points: Sequence[Point], minimise: int, limited: Sequence[
             total += math.inf if not math.isfinite(value) else max(0.0, value - limit)
         return total
 
+    # a limit on a metric no member defines (retained-class TA in random removal) does not apply here
+    limits = {k: v for k, v in limits.items() if any(math.isfinite(limited[i].get(k, math.nan)) for i in front)}
     within = [i for i in front if excess(i) == 0.0]
     if within:
         return min(within, key=lambda i: points[i][minimise]), True

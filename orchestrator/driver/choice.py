@@ -4,11 +4,14 @@ trials) is scored on the selection seed, where all of them ran alike, on the job
 front of those scores (``orchestrator.pareto``) holds the configurations no other one beats on every objective,
 and the rule of ``sweep.choose`` picks one member of it, so the chosen configuration is always on the front of
 what was tried. The pick then runs on the other seeds (replicates) and the report gives its mean over all
-seeds; a pick that fails or diverges on a replicate seed is dropped and the rule picks again from the rest of
-the front (a configuration that cannot finish is never chosen), and when no member is left the preset stays.
+seeds; a pick that fails or diverges on a replicate seed is dropped and the rule picks again from the front
+of what is left (the dropped configuration no longer counts: a configuration that cannot finish is never
+chosen), at most ``MAX_REPICKS`` times, after which the preset stays.
 
 With the scalar objective alone the front is the configuration with the lowest objective, the preset included:
-the choice is the selection seed's best, as a multi-objective choice is."""
+the choice is the selection seed's best, as a multi-objective choice is. (Before fronts, the best sweep trial
+was replicated and chosen over the preset only when its mean over the seeds was lower; that rule could choose
+a configuration another one beat, so the default now follows the front like every rule.)"""
 
 from __future__ import annotations
 
@@ -90,8 +93,12 @@ def _limit_metric(key: str) -> str:
     return objective_metric(key) if key in OBJECTIVE_NAMES else gap_metric(key)
 
 
-def finished_everywhere(objectives_per_seed: Sequence[float]) -> bool:
-    """A configuration finished on every seed it ran (a finite scalar objective on each): a pick that failed
-    or diverged (non-finite) on a replicate seed is not chosen."""
-    return bool(objectives_per_seed) and all(math.isfinite(v) for v in objectives_per_seed)
+MAX_REPICKS = 2  # picks dropped for failing on a replicate seed before the preset is kept
+
+
+def finished_everywhere(metrics_per_seed: Sequence[Mapping[str, float]]) -> bool:
+    """A configuration finished on every seed it ran: a finite scalar objective on each and weights that never
+    went non-finite (``diverged``); a pick that failed or diverged on a replicate seed is not chosen."""
+    return bool(metrics_per_seed) and all(math.isfinite(_value(m, SCALAR)) and _value(m, "diverged") != 1.0
+                                          for m in metrics_per_seed)
 

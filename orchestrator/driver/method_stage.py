@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from camu.methods import METHODS, MethodParams
-from orchestrator.driver.choice import Choice, Tried, finished_everywhere, pick
+from orchestrator.driver.choice import MAX_REPICKS, Choice, Tried, finished_everywhere, pick
 from orchestrator.driver.context import JobRun, References
 from orchestrator.driver.sweep import run_sweep, run_trial
 from orchestrator.job.presets import (
@@ -89,15 +89,18 @@ def compare_method(ctx: JobRun, sc: ScenarioSpec, spec: MethodSpec, refs: list[R
     choice, excluded = pick(entries, job.sweep.choose, job.sweep.objectives), set()
     while choice.trial_id not in (None, PRESET_TRIAL):
         trial_id, trial_params = choice.trial_id, tried[choice.trial_id][0]
-        objectives = [_row(rows, sc.name, spec.name, trial_id, first.seed)["objective"]]
-        objectives += [_run(c, trial_params, trial_id, sc.name, spec.name, rows).get(OBJECTIVE, math.nan)
-                       for c in contexts[1:]]
+        runs = [tried[trial_id][1]] + [_run(c, trial_params, trial_id, sc.name, spec.name, rows) for c in contexts[1:]]
+        objectives = [m.get(OBJECTIVE, math.nan) for m in runs]
         say(f"    {spec.name} picked {trial_id} ({choice.rule}): objective {_fmt(objectives)} over seeds vs preset "
             f"{_fmt([m.get(OBJECTIVE, math.nan) for m in preset_runs])}")
-        if finished_everywhere(objectives):
+        if finished_everywhere(runs):
+            break
+        excluded.add(trial_id)
+        if len(excluded) > MAX_REPICKS:
+            say(f"    {spec.name}: {len(excluded)} picks failed or diverged on a replicate seed; the preset stays")
+            choice = Choice(PRESET_TRIAL, "preset: every pick failed on a replicate seed", None, choice.ranks)
             break
         say(f"    {spec.name}: {trial_id} failed or diverged on a replicate seed; the rule picks again without it")
-        excluded.add(trial_id)
         choice = pick(entries, job.sweep.choose, job.sweep.objectives, frozenset(excluded))
     chosen = choice.trial_id or PRESET_TRIAL
     if choice.within_limits is False:
@@ -187,11 +190,6 @@ def _sweep(ctx: JobRun, sc: ScenarioSpec, method: str, first: SweepContext, para
     if not any(m for _, m in found.values()):
         say(f"    {method}: no sweep trial finished")
     return found
-
-
-def _row(rows: list[dict[str, Any]], scenario: str, method: str, trial_id: str, seed: int) -> dict[str, Any]:
-    key = (scenario, method, trial_id, seed)
-    return next(r for r in rows if (r["scenario"], r["method"], r["trial_id"], r["seed"]) == key)
 
 
 def _fmt(values: list[float]) -> str:

@@ -74,26 +74,27 @@ def tune_space(space: SearchSpace) -> dict[str, Any]:
 
 def search_algorithm(sweep: SweepSpec, space: SearchSpace,
                      evaluated: list[tuple[MethodParams, dict[str, float]]]) -> Any:
-    """Optuna TPE (seeded, told the presets' results), random (seeded) or grid. With two or more
-    ``sweep.objectives`` Optuna searches them all at once (``MultiObjectiveOptunaSearch``)."""
+    """Optuna TPE (seeded, told the presets' results), random (seeded) or grid. With ``sweep.objectives``
+    Optuna searches those (all at once when several: ``MultiObjectiveOptunaSearch``), else the scalar one."""
     if sweep.search == "optuna":
         from optuna.samplers import TPESampler
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        keys = objective_keys(sweep.objectives) if sweep.multi_objective else [OBJECTIVE]
+        named = bool(sweep.objectives)
+        keys = objective_keys(sweep.objectives) if named else [OBJECTIVE]
         known = []
         for p, metrics in evaluated:
             values, point = [float(metrics.get(k, math.nan)) for k in keys], p.model_dump()
-            if space.contains(point) and all(math.isfinite(v) for v in values):
-                known.append(({k: point[k] for k in space.searched}, values if len(keys) > 1 else values[0]))
+            if space.contains(point) and all(math.isfinite(v) for v in values) and metrics.get("diverged") != 1.0:
+                known.append(({k: point[k] for k in space.searched}, values if named else values[0]))
         # TPE in both cases: it models good and bad regions from the first trials on (multi-objective TPE
         # splits them by non-dominated rank), where NSGA-II needs whole generations (50 trials by default)
         # before it does better than random sampling; sweeps here are tens of trials
         sampler = TPESampler(seed=sweep.seed)
         warm = {"points_to_evaluate": [p for p, _ in known] or None, "evaluated_rewards": [o for _, o in known] or None}
         searcher = (MultiObjectiveOptunaSearch(sampler=sampler, metric=keys, mode=["min"] * len(keys), **warm)
-                    if len(keys) > 1 else OptunaSearch(sampler=sampler, **warm))
+                    if named else OptunaSearch(sampler=sampler, **warm))
         return ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent_trials)
     from ray.tune.search import BasicVariantGenerator
 
@@ -140,11 +141,12 @@ def _multi_objective_search() -> type:
             if trial_id in self._completed_trials:
                 return
             values = [(result or {}).get(m) for m in self.objectives]
-            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            broken = (result or {}).get("diverged") == 1.0  # a broken model's scores are no result
+            if not broken and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 self._ot_study.tell(self._ot_trials[trial_id], [float(v) for v in values])
             else:
                 self._ot_study.tell(self._ot_trials[trial_id], None,
-                                    state=TrialState.FAIL if error else TrialState.PRUNED)
+                                    state=TrialState.FAIL if error or broken else TrialState.PRUNED)
             self._completed_trials.add(trial_id)
 
     return _Search

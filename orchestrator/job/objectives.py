@@ -6,7 +6,10 @@ points (the official MIA, a fraction, counts x100 as in the scalar objective):
 - ``utility``: the mean gap on RA, TA and, in class removal, the retained classes' TA (what the model
   still does well, against a model that never saw D_f);
 - ``privacy``: the per-example attack's distance from chance, |LiRA AUC - 0.5| x 100 on D_f (0: the
-  attacker cannot tell the model's D_f scores from the oracle's); only where ``evaluation.privacy`` runs;
+  attacker cannot tell the model's D_f scores from the oracle's); only where ``evaluation.privacy`` runs.
+  The attack is fitted and scored on all of D_f (``camu.privacy``), so this one objective reads D_f's report
+  part too: a choice that weighs it has seen those samples' scores (the reported LiRA AUC is not independent
+  of it, unlike every other reported metric);
 - ``time``: the unlearning seconds.
 
 The scalar ``objective`` (average gap with floors) is the default and what early stopping reads.

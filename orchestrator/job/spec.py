@@ -294,6 +294,7 @@ class SweepSpec(Strict):
 
     @property
     def multi_objective(self) -> bool:
+        """Two or more named objectives: a front with trade-offs (one named objective is searched alone)."""
         return len(self.objectives or []) >= 2
 
 

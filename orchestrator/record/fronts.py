@@ -31,6 +31,7 @@ class Tried:
     chosen_by: str
     seeds: int
     reported: dict[str, float] = field(default_factory=dict)
+    means: list[float] = field(default_factory=list)  # the objectives' means over the seeds it ran on (selection)
 
     @property
     def on_front(self) -> bool:
@@ -47,6 +48,13 @@ class MethodFront:
     @property
     def front(self) -> list[Tried]:
         return [t for t in self.tried if t.on_front]
+
+
+def selection_seed(rows: list[dict[str, Any]]) -> int:
+    """The seed a method's configurations were all tried on: the one with the most of them (its sweep ran
+    there); without a sweep, the seed of its first row (presets run on the first seed first)."""
+    counts = {s: len({r["trial_id"] for r in rows if r["seed"] == s}) for s in dict.fromkeys(r["seed"] for r in rows)}
+    return max(counts, key=lambda s: (counts[s], -list(counts).index(s)))
 
 
 def labels(objectives: list[str]) -> list[str]:
@@ -70,7 +78,7 @@ def method_fronts(table: pa.Table, objectives: list[str]) -> list[MethodFront]:
             if method in REFERENCE_METHODS:
                 continue
             mine = [r for r in rows if r["scenario"] == scenario and r["method"] == method]
-            seed = mine[0]["seed"]  # presets run first on the first seed: the selection seed
+            seed = selection_seed(mine)
             first = {r["trial_id"]: r for r in mine if r["seed"] == seed}
             points = [[_num(r.get(k)) if r["status"] == "finished" else math.nan for k in keys]
                       for r in first.values()]
@@ -82,8 +90,10 @@ def method_fronts(table: pa.Table, objectives: list[str]) -> list[MethodFront]:
                 reported = {m: mean_and_std([_num(r[m]) for r in runs if math.isfinite(_num(r[m]))])[0]
                             if runs else math.nan for m in REPORTED}
                 chosen = any(r["is_best"] for r in mine if r["trial_id"] == trial_id)
+                means = [mean_and_std([_num(r.get(k)) for r in runs])[0] if len(runs) > 1 else v
+                         for k, v in zip(keys, values, strict=True)]
                 tried.append(Tried(trial_id, values, int(recorded) if math.isfinite(recorded) else rank, chosen,
-                                   row.get("chosen_by") or "", len(runs), reported))
+                                   row.get("chosen_by") or "", len(runs), reported, means))
             tried.sort(key=lambda t: (t.rank, t.values[0] if math.isfinite(t.values[0]) else math.inf))
             out.append(MethodFront(scenario, method, seed, tried))
     return out
@@ -102,6 +112,10 @@ def cross_method(fronts: list[MethodFront], objectives: list[str]) -> dict[str, 
         total = sum(shares.values())
         lines = ["combined front: " + ", ".join(f"{m} {n} of {total}" for m, n in
                                                 sorted(shares.items(), key=lambda kv: -kv[1]))]
+        seeds = {f.method: f.selection_seed for f in fronts if f.scenario == scenario and f.method in mine}
+        if len(set(seeds.values())) > 1:
+            lines.append("selection seeds differ (" + ", ".join(f"{m} {s}" for m, s in seeds.items()) +
+                         "): each front is on its own seed's split and oracle")
         for a, pa_ in mine.items():
             for b, pb in mine.items():
                 if a != b and pb and all(any(dominates(p, q) for p in pa_) for q in pb):
@@ -124,21 +138,18 @@ def render_fronts(table: pa.Table, objectives: list[str], choose: str) -> str:
     cols = ["scenario", "method", "trial_id", *names, "rank", "seeds", *REPORTED, "chosen"]
     rows = []
     for f in fronts:
-        for t in f.front or _chosen_only(f):
-            rows.append([f.scenario, f.method, t.trial_id, *[format_value(v) for v in t.values], str(t.rank),
-                         str(t.seeds), *[format_value(t.reported.get(m, math.nan)) for m in REPORTED],
-                         ("yes: " + t.chosen_by) if t.chosen and t.chosen_by else ("yes" if t.chosen else "")])
-        chosen = next((t for t in f.tried if t.chosen), None)
-        if chosen is not None and not chosen.on_front:
-            rows.append([f.scenario, f.method, chosen.trial_id, *[format_value(v) for v in chosen.values],
-                         str(chosen.rank), str(chosen.seeds),
-                         *[format_value(chosen.reported.get(m, math.nan)) for m in REPORTED], "yes (off the front)"])
+        for t in f.front + [t for t in f.tried if t.chosen and not t.on_front]:
+            mark = ("yes: " + t.chosen_by if t.chosen_by else "yes") + ("" if t.on_front else " (off the front)")
+            rows.append([f"{f.scenario} (seed {f.selection_seed})", f.method, t.trial_id,
+                         *[_with_mean(v, m, t.seeds) for v, m in zip(t.values, t.means or t.values, strict=True)],
+                         str(t.rank), str(t.seeds), *[format_value(t.reported.get(m, math.nan)) for m in REPORTED],
+                         mark if t.chosen else ""])
     parts.append(render_table(cols, rows))
     for scenario, lines in across.items():
         parts.append(f"{scenario}: " + "; ".join(lines))
     return "\n".join(parts)
 
 
-def _chosen_only(front: MethodFront) -> list[Tried]:
-    """What to show for a method with no front (nothing finished): its chosen row, if any."""
-    return [t for t in front.tried if t.chosen][:1]
+def _with_mean(value: float, mean: float, seeds: int) -> str:
+    """The selection seed's value, and its mean over the seeds when the configuration ran on several."""
+    return format_value(value) + (f" (mean {format_value(mean)})" if seeds > 1 else "")

@@ -233,7 +233,8 @@ def by_method(table: pa.Table) -> pa.Table:
 
 def _aggregate(scenario: str, method: str, config: str, chosen: list[dict[str, Any]], trials: int) -> dict[str, Any]:
     row: dict[str, Any] = {"scenario": scenario, "method": method, "config": config,
-                           "trial_id": chosen[0]["trial_id"], "seeds": len(chosen), "trials": trials}
+                           "trial_id": chosen[0]["trial_id"], "seeds": len(chosen), "trials": trials,
+                           "is_pareto": bool(chosen[0].get("is_pareto")), "chosen_by": chosen[0].get("chosen_by") or ""}
     for metric in BY_METHOD_METRICS:
         values = [r[metric] for r in chosen if r[metric] is not None and not math.isnan(r[metric])]
         full = len(values) == len(chosen) and values
@@ -243,7 +244,8 @@ def _aggregate(scenario: str, method: str, config: str, chosen: list[dict[str, A
 
 BY_METHOD_SCHEMA = pa.schema([("scenario", pa.string()), ("method", pa.string()), ("config", pa.string()),
                               ("trial_id", pa.string()), ("seeds", pa.int64()), ("trials", pa.int64())]
-                             + [f for m in BY_METHOD_METRICS for f in ((m, pa.float64()), (f"{m}_std", pa.float64()))])
+                             + [f for m in BY_METHOD_METRICS for f in ((m, pa.float64()), (f"{m}_std", pa.float64()))]
+                             + [("is_pareto", pa.bool_()), ("chosen_by", pa.string())])
 
 
 def render_by_method(table: pa.Table) -> str:

@@ -159,3 +159,40 @@ def test_dominance_between_methods_counts_each_method_s_share_of_the_combined_fr
 def test_front_does_not_depend_on_order(perm):
     pts = [POINTS[i][:2] for i in perm]
     assert {pts[i] for i in pareto_front(pts)} == {pts[i] for i in brute_front(pts)}
+
+
+def test_nothing_finished_means_nothing_on_the_front():
+    assert pareto_ranks([(NAN, 1.0), (NAN, 2.0)]) == [2, 2]
+    assert pareto_front([(NAN, 1.0)]) == [] and pareto_ranks([]) == []
+    choice = pick([Tried("t1", {}), Tried("t2", {"obj_time": 1.0})], ChooseSpec(), ["forgetting", "time"])
+    assert choice.trial_id is None and not any(choice.on_front(t) for t in ("t1", "t2"))
+
+
+def test_a_limit_on_a_metric_the_scenario_lacks_does_not_apply():
+    # random removal: no retained-class TA on any configuration; the RA limit alone decides
+    limited = [{"ra": 0.5, "ta_retained": NAN}, {"ra": 3.0, "ta_retained": NAN}]
+    index, within = choose_constraint([(1.0, 9.0), (2.0, 1.0)], 1, limited, {"ra": 1.0, "ta_retained": 1.0})
+    assert (index, within) == (0, True)
+
+
+def test_the_knee_with_three_objectives_against_the_plane_through_the_extremes():
+    import numpy as np
+
+    pts = [TRIALS[n] for n in ("a", "b", "c", "d", "e")] + [(3.0, 5.0, 5.0)]
+    front = sorted(brute_front(pts))
+    values = np.array([pts[i] for i in front])
+    norm = (values - values.min(0)) / (values.max(0) - values.min(0))
+    ends = [int(np.argmin(norm[:, k])) for k in range(3)]
+    # the plane through the three extreme members, w . x = 1, and each member's distance below it
+    w = np.linalg.solve(norm[ends], np.ones(3))
+    distance = (1 - norm @ w) / np.linalg.norm(w)
+    assert choose_knee(pts) == front[int(np.argmax(distance))]
+
+
+def test_a_pick_that_diverged_or_failed_on_a_replicate_seed_is_not_finished():
+    from orchestrator.driver.choice import finished_everywhere
+
+    assert finished_everywhere([{"objective": 1.0}, {"objective": 2.0, "diverged": 0.0}])
+    assert not finished_everywhere([{"objective": 1.0}, {"objective": 2.0, "diverged": 1.0}])
+    assert not finished_everywhere([{"objective": 1.0}, {}])
+    assert not finished_everywhere([])

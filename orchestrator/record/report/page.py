@@ -146,17 +146,20 @@ def fronts_block(sc: ScenarioData) -> str:
     for f in fronts:
         shown = f.front + [t for t in f.tried if t.chosen and not t.on_front]
         for t in shown:
-            cells = "".join(f"<td>{_fmt(v)}</td>" for v in t.values)
+            cells = "".join(f"<td>{_fmt(v)}" + (f" ({_fmt(m)})" if t.seeds > 1 else "") + "</td>"
+                            for v, m in zip(t.values, t.means or t.values, strict=True))
             reported = "".join(f"<td>{_fmt(t.reported.get(m))}</td>" for m in ("ra", "fa", "ta", "mia_official",
                                                                                  "unlearn_seconds"))
             mark = escape(t.chosen_by or "chosen") if t.chosen else ""
-            body.append(f"<tr{' class=win' if t.chosen else ''}><td class=l>{escape(f.method)}</td>"
+            body.append(f"<tr{' class=win' if t.chosen else ''}><td class=l>{escape(f.method)} (seed "
+                        f"{f.selection_seed})</td>"
                         f"<td class=l>{escape(t.trial_id)}</td>{cells}<td>{t.seeds}</td>{reported}"
                         f"<td class=l>{mark}</td></tr>")
     across = cross_method(fronts, sc.objectives).get(sc.name, [])
     return (f"<h3>Pareto fronts</h3><p class=meta>Each method's configurations that no other configuration of it "
-            f"beats on every objective ({escape(', '.join(names))}; selection part, on seed {sc.seed}, where every "
-            f"configuration ran; lower is better), {sum(len(f.tried) for f in fronts)} tried in all. Chosen by "
+            f"beats on every objective ({escape(', '.join(names))}; selection part, on the method's selection seed, "
+            f"where all its configurations ran; in brackets the mean over every seed a configuration ran on; lower is "
+            f"better), {sum(len(f.tried) for f in fronts)} tried in all. Chosen by "
             f"<b>{escape(sc.choose or 'scalar: lowest objective')}</b>. RA, FA, TA, MIA and time: report part, mean "
             f"over the seeds each configuration ran on.</p><div class=wrap><table><tr><th class=l>method</th>"
             f"<th class=l>configuration</th>{head}<th>seeds</th><th>RA</th><th>FA</th><th>TA</th><th>MIA</th>"
