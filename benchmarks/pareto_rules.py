@@ -5,7 +5,7 @@ what was tried on the selection seed, so every other rule's pick can be read off
 (scenario, method) this prints the Pareto front on the job's objectives, then the pick of ``scalar``, ``knee``,
 ``weights`` (equal weight on every gap objective, time at 1/10 point per second) and ``constraint`` (the fastest
 configuration within 1 point of the oracle on RA, TA and, in class removal, retained-class TA), and where the
-lowest scalar objective over everything tried (the choice before fronts existed) sits: its Pareto rank.
+lowest scalar objective over everything tried (what the default, the scalar objective alone, would choose) sits: its Pareto rank.
 
     python benchmarks/pareto_rules.py mnist_pareto [--tracking-uri sqlite:///mlflow.db]
 """
