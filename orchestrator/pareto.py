@@ -11,9 +11,10 @@ one member of the front:
   within, the member with the least total excess over the limits (the report says the limits were missed);
 - ``knee``: on the front normalised to [0, 1] per objective, the member farthest on the ideal side of the
   hyperplane through the extreme members (two objectives: the line between the two ends), the point where
-  gaining more on one objective starts to cost the most on the others; a front too small or degenerate for
-  that hyperplane falls back to the member closest to the ideal point (objectives scaled by their range over
-  every finished configuration).
+  gaining more on one objective starts to cost the most on the others. A front too small or degenerate for
+  that hyperplane, or one whose hyperplane falls in some objective (a coefficient <= 0: its "ideal side"
+  would favour being worse there), falls back to the member closest to the ideal point (objectives scaled
+  by their range over every finished configuration).
 
 A point with a non-finite value (a failed or unmeasured objective) is never on the front and ranks last.
 """
@@ -111,7 +112,9 @@ def choose_knee(points: Sequence[Point]) -> int | None:
         w = np.linalg.solve(norm[[_extreme(norm, k) for k in range(norm.shape[1])]], np.ones(norm.shape[1]))
     except np.linalg.LinAlgError:
         return _closest_to_ideal(points, front)
-    if not np.all(np.isfinite(w)) or np.linalg.norm(w) == 0:
+    if not np.all(np.isfinite(w)) or np.any(w <= 0):
+        # a plane that falls in some objective: "below" it would reward being worse there (a configuration
+        # that did not forget, say); the front bends too little for a knee, take the compromise instead
         return _closest_to_ideal(points, front)
     distance = (1.0 - norm @ w) / np.linalg.norm(w)  # > 0: on the ideal side of the hyperplane
     return front[int(np.argmax(distance))]

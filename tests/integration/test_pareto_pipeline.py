@@ -55,6 +55,10 @@ def knee(points: dict[str, list[float]], front: set[str]) -> str:
     scaled = (values - values.min(0)) / np.where(np.ptp(values, 0) > 0, np.ptp(values, 0), 1)
     ends = [int(np.argmin(scaled[:, k])) for k in range(scaled.shape[1])]
     w = np.linalg.solve(scaled[ends], np.ones(scaled.shape[1]))
+    if (w <= 0).any():  # a plane that falls in some objective: the member nearest the ideal point
+        every = np.array([p for p in points.values() if all(math.isfinite(v) for v in p)])
+        scaled = (values - every.min(0)) / np.where(np.ptp(every, 0) > 0, np.ptp(every, 0), 1)
+        return names[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
     return names[int(np.argmax((1 - scaled @ w) / np.linalg.norm(w)))]
 
 

@@ -178,15 +178,32 @@ def test_a_limit_on_a_metric_the_scenario_lacks_does_not_apply():
 def test_the_knee_with_three_objectives_against_the_plane_through_the_extremes():
     import numpy as np
 
-    pts = [TRIALS[n] for n in ("a", "b", "c", "d", "e")] + [(3.0, 5.0, 5.0)]
+    pts = [(0.0, 10.0, 10.0), (10.0, 0.0, 10.0), (10.0, 10.0, 0.0), (4.0, 4.0, 4.0), (2.0, 6.0, 5.0), (9.0, 9.0, 9.0),
+           (1.0, 8.0, 7.5)]
     front = sorted(brute_front(pts))
     values = np.array([pts[i] for i in front])
     norm = (values - values.min(0)) / (values.max(0) - values.min(0))
     ends = [int(np.argmin(norm[:, k])) for k in range(3)]
     # the plane through the three extreme members, w . x = 1, and each member's distance below it
     w = np.linalg.solve(norm[ends], np.ones(3))
+    assert (w > 0).all()  # a plane that rises in every objective: its knee is defined
     distance = (1 - norm @ w) / np.linalg.norm(w)
-    assert choose_knee(pts) == front[int(np.argmax(distance))]
+    assert choose_knee(pts) == front[int(np.argmax(distance))] == 3
+
+
+def test_a_front_whose_plane_falls_in_an_objective_takes_the_compromise():
+    """The plane through the extremes of this front falls in the first objective: the member that did not
+    forget at all (first objective 46) would be "farthest below" it. The knee is then the member nearest
+    the ideal point instead, each objective scaled by its range over every point."""
+    import numpy as np
+
+    pts = [(5.46, 0.69, 6.71), (6.56, 6.10, 2.07), (6.81, 0.19, 8.73), (7.39, 0.76, 3.77), (7.78, 0.64, 5.32),
+           (8.61, 0.45, 2.86), (46.14, 3.13, 2.55)]
+    values = np.array(pts)
+    scaled = (values - values.min(0)) / (values.max(0) - values.min(0))
+    ends = [int(np.argmin(scaled[:, k])) for k in range(3)]
+    assert not (np.linalg.solve(scaled[ends], np.ones(3)) > 0).all()
+    assert choose_knee(pts) == int(np.argmin(np.linalg.norm(scaled, axis=1))) == 5
 
 
 def test_a_pick_that_diverged_or_failed_on_a_replicate_seed_is_not_finished():
