@@ -98,7 +98,8 @@ def _reader(root: str, cache: str, loaded: Any, touch: Any, touched: Any, done: 
     data = load_dataset("imagefolder", opts(Path(root), cache_dir=cache, num_workers=0))
     loaded.set()
     touch.wait(600)
-    data.train.gather(torch.arange(len(data.train)))  # read every page of the split
+    for chunk in torch.arange(len(data.train)).split(512):  # read every page of the split, a chunk at a time
+        data.train.gather(chunk)
     touched.set()
     done.wait(600)
 

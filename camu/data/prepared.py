@@ -12,14 +12,17 @@ written under a temporary name and renamed; a lock per key makes processes that 
 
 Readers memory-map the shards (one copy of the bytes per node, in the page cache, whatever the number of
 trials) and gather uint8 batches by index; the batch alone becomes float32 on the trial's device (pinned and
-non-blocking on a GPU), scaled and normalised with the very operations of ``ToTensor`` and ``Normalize``, so
-every model input equals the decode path's bit for bit. A shard whose sha256 does not match is never fed: the
-split is rebuilt. Hashing gigabytes at every trial start would cost seconds, so a shard verified once gets a
-stamp with its size, modification time and inode; a later open rehashes only a shard whose stamp no longer
-matches (rewritten, touched, replaced).
+non-blocking on a GPU), mapped through a per-channel table of every byte's input computed on the CPU with the
+very operations of ``ToTensor`` and ``Normalize``, so every model input equals the decode path's bit for bit on
+any device. A shard (or the labels) whose sha256 does not match is never fed: the split is rebuilt (the old
+folder renamed aside first, so readers that mapped it keep their pages). Hashing gigabytes at every trial start
+would cost seconds, so a file verified once gets a stamp with its size, modification and change times (the
+change time cannot be set back), inode and the manifest's digest; a later open rehashes only a file whose stamp
+no longer matches. A build that fails leaves no partial folder; one a dead builder left is removed under the
+lock.
 
-Where the cache cannot be written (a read-only folder), ``open_or_prepare`` returns None with the reason and
-the caller keeps the lazy decode path.
+Where the cache cannot be written (a read-only folder), a split prepared there before is still read; otherwise
+``open_or_prepare`` returns None with the reason and the caller keeps the lazy decode path.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,9 +92,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stamp(path: Path) -> str:
+def _stamp(path: Path, manifest_sha: str) -> str:
+    """What must not change for a verified file to be trusted unhashed: its size, times (ctime included,
+    which no one can set back) and inode, and the manifest it was verified against."""
     st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{manifest_sha}"
+
+
+def _entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every hashed file of a prepared split: the shards and the labels."""
+    return [*manifest["shards"], manifest["labels"]]
+
+
+def _write_stamps(folder: Path, manifest: dict[str, Any]) -> None:
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    stamps = {e["file"]: _stamp(folder / e["file"], digest) for e in _entries(manifest)}
+    with contextlib.suppress(OSError):  # a read-only cache is verified again next time
+        tmp = folder / f"verified.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(stamps))
+        os.replace(tmp, folder / "verified.json")
 
 
 @dataclass
@@ -112,9 +132,16 @@ def _build(folder: Path, files: Sequence[tuple[str, int]], decode: Callable[[str
     """Decode every file into shards under ``folder`` (which does not exist yet: written at a temporary
     name, renamed when complete)."""
     start = time.perf_counter()
-    staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
+    try:
+        return _fill(staging, folder, files, decode, side, workers, start)
+    except BaseException:  # a failed build (a bad file, a full disk, an interrupt) leaves nothing behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _fill(staging: Path, folder: Path, files: Sequence[tuple[str, int]], decode: Callable[[str], Any], side: int,
+          workers: int, start: float) -> PrepareReport:
     loader = DataLoader(_Decode(files, decode), batch_size=64, num_workers=workers, collate_fn=_collate)
     shards, labels, pending, filled, total = [], [], [], 0, 0
 
@@ -147,8 +174,10 @@ def _build(folder: Path, files: Sequence[tuple[str, int]], decode: Callable[[str
             log.info("preparing %s: %d/%d images (%.0f images/s)", folder.name, total, len(files), rate)
     flush()
     np.save(staging / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64))
-    manifest = {"version": FORMAT_VERSION, "images": total, "side": side, "shards": shards}
+    manifest = {"version": FORMAT_VERSION, "images": total, "side": side, "shards": shards,
+                "labels": {"file": "labels.npy", "count": total, "sha256": _sha256(staging / "labels.npy")}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _write_stamps(staging, manifest)  # just hashed: the first reader need not hash again
     os.replace(staging, folder)
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in folder.iterdir())
@@ -158,43 +187,48 @@ def _build(folder: Path, files: Sequence[tuple[str, int]], decode: Callable[[str
 
 
 def _verify(folder: Path) -> str | None:
-    """None when every shard matches its manifest's sha256 (rehashing only shards whose stamp changed), else
-    what is wrong."""
+    """None when every shard and the labels match the manifest's sha256s and counts (rehashing only files
+    whose stamp changed), else what is wrong."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError) as err:
-        return f"unreadable manifest ({err})"
-    if manifest.get("version") != FORMAT_VERSION:
-        return "another format version"
-    stamps_file = folder / "verified.json"
+        if manifest.get("version") != FORMAT_VERSION:
+            return "another format version"
+        entries = _entries(manifest)
+        if not sum(s["count"] for s in manifest["shards"]) == manifest["images"] == manifest["labels"]["count"]:
+            return "the manifest's counts disagree"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable manifest ({type(err).__name__}: {err})"
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     try:
-        stamps = json.loads(stamps_file.read_text())
+        stamps = json.loads((folder / "verified.json").read_text())
     except (OSError, ValueError):
         stamps = {}
     changed = False
-    for shard in manifest["shards"]:
-        path = folder / shard["file"]
+    for entry in entries:
+        path = folder / entry["file"]
         if not path.is_file():
-            return f"{shard['file']} is missing"
-        stamp = _stamp(path)
-        if stamps.get(shard["file"]) == stamp:
+            return f"{entry['file']} is missing"
+        if stamps.get(entry["file"]) == _stamp(path, digest):
             continue
-        if _sha256(path) != shard["sha256"]:
-            return f"{shard['file']} does not match its sha256"
-        stamps[shard["file"]] = stamp
+        if _sha256(path) != entry["sha256"]:
+            return f"{entry['file']} does not match its sha256"
         changed = True
     if changed:
-        with contextlib.suppress(OSError):  # a read-only cache is verified again next time
-            tmp = stamps_file.with_name(f"verified.json.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(stamps))
-            os.replace(tmp, stamps_file)
+        _write_stamps(folder, manifest)
     return None
 
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """An exclusive lock on ``path`` (flock: across the processes of a node, and across nodes on a shared
+    file system whose mounts support locks)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process preparing %s", path.stem)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -220,15 +254,21 @@ def open_or_prepare(cache: Path, files: Sequence[tuple[str, int]], options: dict
         cache.mkdir(parents=True, exist_ok=True)
         lock = cache / f"{key}.lock"
         with _locked(lock):
+            for stale in cache.glob(f"{key}.tmp-*"):  # a builder that died (we hold the key's lock)
+                shutil.rmtree(stale, ignore_errors=True)
             built = None
             problem = _verify(folder) if folder.exists() else "not prepared yet"
             if problem is not None:
                 if folder.exists():
                     log.warning("prepared split %s: %s; rebuilding it (never fed)", key, problem)
-                    shutil.rmtree(folder)
+                    aside = folder.with_name(f"{key}.bad-{os.getpid()}-{time.time_ns()}")
+                    os.replace(folder, aside)  # readers that mapped the old shards keep them until they exit
+                    shutil.rmtree(aside, ignore_errors=True)
                 built = _build(folder, files, decode, side, workers)
             return Prepared(PreparedSource.open(folder, mean, std, view), built), ""
     except OSError as err:
+        if folder.is_dir() and _verify(folder) is None:  # a read-only cache that someone prepared before
+            return Prepared(PreparedSource.open(folder, mean, std, view)), ""
         return None, f"{cache}: {err.strerror or err}"
 
 
@@ -242,7 +282,25 @@ class PreparedSource:
     mean: torch.Tensor
     std: torch.Tensor
     view: ImageView = PLAIN_VIEW
-    _norm: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _table: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64), repr=False)
+
+    def __post_init__(self) -> None:
+        self._starts = np.cumsum([0] + [len(s) for s in self.shards])  # first index of every shard, then the end
+        if int(self._starts[-1]) != len(self.labels):
+            raise ValueError(f"{int(self._starts[-1])} images in the shards but {len(self.labels)} labels")
+
+    def table(self, device: torch.device) -> torch.Tensor:
+        """Every byte value's model input per channel (C, 256), computed on the CPU with ToTensor's and
+        Normalize's own operations, so that an input is bit for bit the decode path's on any device (a GPU
+        divides by multiplying with the reciprocal, which differs in the last bit for half the values)."""
+        key = str(device)
+        if key not in self._table:
+            values = torch.arange(256, dtype=torch.uint8).to(torch.float32).div(255)
+            table = torch.stack([values.sub(m).div(s) for m, s in zip(self.mean.tolist(), self.std.tolist(),
+                                                                       strict=True)])
+            self._table[key] = table.to(device)
+        return self._table[key]
 
     @classmethod
     def open(cls, folder: Path, mean: Sequence[float], std: Sequence[float],
@@ -263,12 +321,14 @@ class PreparedSource:
     def gather(self, indices: torch.Tensor) -> torch.Tensor:
         """The uint8 images at ``indices`` (n, 3, S, S), in that order."""
         idx = indices.cpu().numpy().astype(np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices outside 0..{len(self) - 1}")
         out = np.empty((len(idx), *self.shards[0].shape[1:]), dtype=np.uint8) if self.shards else \
             np.empty((0, 3, 1, 1), dtype=np.uint8)
-        shard, offset = np.divmod(idx, SHARD_IMAGES)
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
         for s in np.unique(shard):
             where = np.nonzero(shard == s)[0]
-            out[where] = self.shards[int(s)][offset[where]]
+            out[where] = self.shards[int(s)][idx[where] - self._starts[s]]
         return torch.from_numpy(out)
 
     def fetch(self, indices: torch.Tensor, device: torch.device, crops: torch.Tensor | None = None) -> torch.Tensor:
@@ -277,11 +337,9 @@ class PreparedSource:
         if device.type == "cuda":
             pixels = pixels.pin_memory()
         pixels = pixels.to(device, non_blocking=True)
-        key = str(device)
-        if key not in self._norm:
-            self._norm[key] = (self.mean.to(device).view(1, -1, 1, 1), self.std.to(device).view(1, -1, 1, 1))
-        mean, std = self._norm[key]
-        images = pixels.to(torch.float32).div(255).sub_(mean).div_(std)
+        table = self.table(device)
+        channel = (torch.arange(table.shape[0], device=device) * 256).view(1, -1, 1, 1)
+        images = torch.take(table, pixels.long() + channel)
         return self.view(images, crops)
 
     def batches(self, index_batches: Sequence[torch.Tensor], device: torch.device,

@@ -114,8 +114,9 @@ def indices_digest(indices: torch.Tensor) -> str:
 
 def model_key(role: str, dataset: dict[str, Any], model: dict[str, Any], recipe: dict[str, Any],
               train_indices: torch.Tensor) -> str:
-    """Cache key of a trained model; ``num_workers``-style runtime options do not enter it."""
-    options = {k: v for k, v in dataset["options"].items() if k != "num_workers"}
+    """Cache key of a trained model; runtime options (``num_workers``, the decoded-once ``cache_dir``) do not
+    enter it: they change where and how fast pixels come, never which."""
+    options = {k: v for k, v in dataset["options"].items() if k not in ("num_workers", "cache_dir")}
     return content_hash({"role": role, "dataset": {"name": dataset["name"], "options": options}, "model": model,
                          "recipe": recipe, "indices": indices_digest(train_indices)}, length=20)
 

@@ -135,3 +135,55 @@ def test_a_cache_that_cannot_be_written_keeps_the_decode_path(tmp_path, caplog):
     assert isinstance(data.train, LazySource)
     assert caplog.text.count("the decoded-once cache cannot be used") == 1  # said once, with the reason
     assert "Not a directory" in caplog.text
+
+
+def test_a_shard_rewritten_in_place_with_its_times_restored_is_caught(tmp_path, caplog):
+    """After a verified open (the stamp exists), an in-place rewrite that keeps size, inode and mtime (as
+    ``cp -p`` or ``rsync --inplace -t`` would) still changes the change time: the shard is hashed again."""
+    root = tree(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    first = load_dataset("imagefolder", options(root, "fast", cache))
+    want = first.train.fetch(torch.arange(len(first.train)), torch.device("cpu"))
+    load_dataset("imagefolder", options(root, "fast", cache))  # a verified open: stamps in place
+    shard = next(cache.glob("*/shard-00000.npy"))
+    before = shard.stat()
+    with shard.open("r+b") as f:
+        f.seek(before.st_size - 40)
+        f.write(bytes(40))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert shard.stat().st_ino == before.st_ino and shard.stat().st_mtime_ns == before.st_mtime_ns
+    with caplog.at_level(logging.WARNING, logger="camu.data.prepared"):
+        again = load_dataset("imagefolder", options(root, "fast", cache))
+    assert "shard-00000.npy does not match its sha256" in caplog.text
+    assert torch.equal(again.train.fetch(torch.arange(len(again.train)), torch.device("cpu")), want)
+
+
+def test_tampered_labels_are_caught_and_a_failed_build_leaves_nothing(tmp_path, caplog):
+    root = tree(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    first = load_dataset("imagefolder", options(root, "fast", cache))
+    labels = next(cache.glob("*/labels.npy"))
+    np.save(labels, 1 - np.load(labels))
+    with caplog.at_level(logging.WARNING, logger="camu.data.prepared"):
+        again = load_dataset("imagefolder", options(root, "fast", cache))
+    assert "labels.npy does not match its sha256" in caplog.text
+    assert torch.equal(again.train.labels, first.train.labels)
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")  # decoding it fails mid-build
+    from camu.data.datasets import PilDecode
+
+    files = [(str(p), 0) for p in sorted((root / "train").rglob("*.*"))]
+    found, why = open_or_prepare(cache, files, {"x": 1}, PilDecode(36, 32), 32, (0.5,) * 3, (0.5,) * 3, workers=0)
+    assert found is None and "broken.jpg" in why  # the reason names the file; the caller decodes lazily
+    assert not list(cache.glob("*.tmp-*"))  # no partial folder left behind
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_inputs_on_a_gpu_equal_the_decode_path_bit_for_bit(tmp_path):
+    root = tree(tmp_path / "tree")
+    lazy = load_dataset("imagefolder", options(root, "paper"))
+    prepared = load_dataset("imagefolder", options(root, "paper", tmp_path / "cache"))
+    idx = torch.arange(len(lazy.train))
+    got = prepared.train.fetch(idx, torch.device("cuda")).cpu()
+    # the decode path's normalisation (on the CPU, as ToTensor and Normalize run), then the same view on the GPU
+    want = lazy.train.view(torch.stack([lazy.train.dataset[i][0] for i in idx.tolist()]).cuda()).cpu()
+    assert torch.equal(got, want)
