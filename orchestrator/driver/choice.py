@@ -19,8 +19,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.job.objectives import OBJECTIVE_NAMES, SCALAR, gap_metric, objective_keys, objective_metric
-from orchestrator.job.spec import ChooseSpec
+from orchestrator.job.objectives import (
+    OBJECTIVE_NAMES,
+    SCALAR,
+    ChooseSpec,
+    gap_metric,
+    objective_keys,
+    objective_metric,
+)
 from orchestrator.pareto import (
     choose_constraint,
     choose_knee,

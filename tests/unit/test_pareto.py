@@ -9,7 +9,7 @@ import math
 import pytest
 
 from orchestrator.driver.choice import Tried, pick
-from orchestrator.job.spec import ChooseSpec
+from orchestrator.job.objectives import ChooseSpec
 from orchestrator.pareto import (
     choose_constraint,
     choose_knee,
