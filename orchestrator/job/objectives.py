@@ -13,6 +13,7 @@ points (the official MIA, a fraction, counts x100 as in the scalar objective):
 - ``time``: the unlearning seconds.
 
 The scalar ``objective`` (average gap with floors) is the default and what early stopping reads.
+``ChooseSpec`` is ``sweep.choose``: the rule that picks a configuration from the front of these objectives.
 """
 
 from __future__ import annotations
