@@ -337,9 +337,13 @@ class PreparedSource:
         if device.type == "cuda":
             pixels = pixels.pin_memory()
         pixels = pixels.to(device, non_blocking=True)
-        table = self.table(device)
-        channel = (torch.arange(table.shape[0], device=device) * 256).view(1, -1, 1, 1)
-        images = torch.take(table, pixels.long() + channel)
+        if device.type == "cpu":  # the decode path's own operations, on the device they run on there
+            mean, std = self.mean.view(1, -1, 1, 1), self.std.view(1, -1, 1, 1)
+            images = pixels.to(torch.float32).div(255).sub_(mean).div_(std)
+        else:  # elsewhere division may round differently: the CPU's values, looked up (a fast gather on a GPU)
+            table = self.table(device)
+            channel = (torch.arange(table.shape[0], device=device) * 256).view(1, -1, 1, 1)
+            images = torch.take(table, pixels.long() + channel)
         return self.view(images, crops)
 
     def batches(self, index_batches: Sequence[torch.Tensor], device: torch.device,

@@ -67,6 +67,11 @@ def test_every_model_input_equals_the_decode_path(tmp_path, setting):
         assert all(torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]) for g, w in zip(got, want))
     stored = prepared.train.gather(torch.arange(len(prepared.train)))
     assert stored.dtype == torch.uint8  # the split is held as bytes; only batches become float32
+    # the lookup table other devices use holds exactly the CPU's values of every byte
+    table = prepared.train.table(torch.device("cpu"))
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 3, 1, 256)
+    mean, std = prepared.train.mean.view(1, -1, 1, 1), prepared.train.std.view(1, -1, 1, 1)
+    assert torch.equal(table.view(1, 3, 1, 256), values.to(torch.float32).div(255).sub(mean).div(std))
 
 
 def _files(root: Path) -> list[tuple[str, int]]:
