@@ -133,8 +133,10 @@ def render_fronts(table: pa.Table, objectives: list[str], choose: str) -> str:
     names = labels(objectives)
     fronts = method_fronts(table, objectives)
     across = cross_method(fronts, objectives)
-    parts = [(f"Pareto fronts on {', '.join(names)} (selection part, selection seed; lower is better); chosen by "
-             f"{choose or 'scalar: lowest objective'}. Reported: mean over the seeds each configuration ran on.")]
+    parts = [(f"Pareto fronts on {', '.join(names)} (selection part, on each method's selection seed, where all its "
+              f"configurations ran; in brackets the mean over every seed a configuration ran on; lower is better); "
+              f"chosen by {choose or 'scalar: lowest objective'}. Reported: report part, mean over the seeds each "
+              f"configuration ran on.")]
     cols = ["scenario", "method", "trial_id", *names, "rank", "seeds", *REPORTED, "chosen"]
     rows = []
     for f in fronts:
