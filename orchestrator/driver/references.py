@@ -13,8 +13,9 @@ from camu.scenarios import retain_indices, save_split
 from orchestrator.driver.context import JobRun, References, Stage, data_config
 from orchestrator.driver.privacy import privacy_stage
 from orchestrator.driver.reference_models import train_stage
+from orchestrator.execution.placement import wait_until_released
 from orchestrator.job.spec import ScenarioSpec
-from orchestrator.progress import stage
+from orchestrator.progress import say, stage
 from orchestrator.record import summary
 from orchestrator.record.run_identity import Tag
 from orchestrator.worker.evaluation import evaluate_weights
@@ -36,6 +37,12 @@ def references(ctx: JobRun, sc: ScenarioSpec, seed: int, split: pa.Table, child:
     split_path = str(save_split(split, ctx.job_dir / "splits" / f"{sc.name}-seed{seed}.parquet"))
     tracker.log_artifact(child, split_path, "splits")
     stage(3, f"oracle for {sc.name}, seed {seed}")
+    if spec.resources.num_workers > 0:
+        # the previous stage's stopped trials may still hold (or just have created) their workers' reservations:
+        # no Train run of this job runs between stages, so wait for them before asking for the oracle's
+        removed = wait_until_released()
+        if removed:
+            say(f"    released {len(removed)} worker reservation(s) that earlier trials still held 20 s later")
     oracle = train_stage(ctx, "oracle", split_path, retain_indices(split), f"oracle {sc.name}/seed{seed}")
     tracker.set_tags(child, {Tag.oracle_run_id(seed): oracle.run_id, Tag.ORIGINAL_RUN_ID: original.run_id})
     worker = WorkerConfig(**dict(data_config(spec, ctx.cache_dir)),
