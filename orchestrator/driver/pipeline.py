@@ -134,7 +134,7 @@ def resume_job(ident: str, tracking_uri: str | None = None, address: str | None 
                allow_code_change: bool = False) -> JobOutcome:
     """Continue an interrupted job (by name among the caller's own job runs, or by parent run id): the
     same job file (as recorded in its parent run) and the same submission, so finished stages are reused
-    (model cache, finished trials), unfinished trials continue from their last Train checkpoint, and the
+    (model cache, finished trials), unfinished trials continue from their last checkpoint, and the
     MLflow run tree is continued rather than duplicated. Nothing pickled is read: each sweep is rebuilt
     from the job spec and the MLflow record (``sweep.recorded_trials``). Another owner's job is refused
     unless ``accept_owner`` names that owner (its job file's plugins would be imported here), and so is

@@ -1,6 +1,8 @@
 """Running unlearning trials: one run of a method with given parameters (``run_trial``, used for presets
 and replicates in the driver and for every Tune trial), and the Ray Tune sweep of one (scenario,
-method, seed), whose trial driver is a Tune function that builds and fits a TorchTrainer (Train V2).
+method, seed), whose trial driver is a Tune function: a trial with one worker (or Train's local mode) runs
+in that function's own process, reused from trial to trial and holding the worker's CPUs and GPU; a trial
+with several workers builds and fits a TorchTrainer (Train V2).
 The search is seeded with what is known: the method's evaluated presets are given to Optuna as
 evaluated points, so the sweep learns from them and its best is never worse than they are.
 
@@ -8,9 +10,9 @@ A resumed job never restores Tune's pickled experiment state (``Tuner.restore`` 
 storage holds, and shared storage may hold someone else's file). Each sweep is rebuilt from the job
 spec and the MLflow record instead (``recorded_trials``): random and grid searches replay their seeded
 sequence, and a sampled configuration that an earlier attempt recorded takes that trial's id back, so a
-finished trial answers from its ``final.json`` and an unfinished one continues from its Train
-checkpoint; Optuna is told the finished trials, reruns the unfinished ones first, and samples the rest
-of the budget."""
+finished trial answers from its ``final.json`` and an unfinished one continues from its last checkpoint
+(Train's, or the one an in-process trial keeps in its own folder); Optuna is told the finished trials,
+reruns the unfinished ones first, and samples the rest of the budget."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from orchestrator.execution.trainer import fit_trainer, make_trainer
 from orchestrator.job.objectives import objective_keys
 from orchestrator.job.presets import with_values
 from orchestrator.job.space import SearchSpace
-from orchestrator.job.spec import SweepSpec
+from orchestrator.job.spec import ResourcesSpec, SweepSpec
 from orchestrator.progress import PROGRESS, say
 from orchestrator.record.run_identity import (
     Tag,
@@ -182,7 +184,8 @@ def run_trial(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune: b
     """Find or create the trial's MLflow run, then run ``unlearn_worker`` (a TorchTrainer, or in this
     process for an in-process trial inside Tune). The run is found again by key when Tune restarts the
     trial (same trial id), never duplicated. ``seed``: run on another seed's split (replicates);
-    ``sampled``: the configuration a sweep sampled (recorded so that a resumed sweep can replay it)."""
+    ``sampled``: the configuration a sweep sampled (recorded so that a resumed sweep can replay it). Inside
+    Tune a trial with at most one worker runs here, in the trial's own process (``in_trial_process``)."""
     started = time.time()
     seed = ctx.seed if seed is None else seed
     tracker = Tracker.shared(ctx.tracking_uri)
@@ -214,13 +217,15 @@ def _run_opened(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune:
     train_name = train_run_name(ctx.job, f"{ctx.scenario}-{ctx.method}-s{seed}", f"{ctx.scope_key[-8:]}-{trial_id}")
     keep = sampled is None or ctx.keep_all_weights  # presets and replicates always; sweep trials when asked
     _execute(ctx, TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir,
-                              report_to="tune" if in_tune and ctx.resources.num_workers == 0 else "train",
-                              launched_at=time.time(), log_weights=keep), train_name, in_tune, tracker)
+                              report_to="tune" if in_tune and in_trial_process(ctx.resources) else "train",
+                              launched_at=time.time(), started_at=started, log_weights=keep),
+             train_name, in_tune, tracker)
     final = read_final_metrics(out_dir)
     if final:  # the whole trial as the driver saw it; "other" is what none of the worker's parts covers
         remove_folder(ctx.storage_path, train_name)  # finished: its checkpoints will never be read again
         total = time.time() - started
-        parts = sum(v for k, v in final.items() if k.startswith("time.") and k.count(".") == 1) + driver_logging
+        parts = sum(v for k, v in final.items()
+                    if k.startswith("time.") and k.count(".") == 1 and k != "time.to_unlearn") + driver_logging
         tracker.log_metrics(run_id, {"time.total": total, "time.driver_logging": driver_logging,
                                      "time.other": max(0.0, total - parts)})
     tracker.end(run_id, "FINISHED")
@@ -257,7 +262,7 @@ def trial_driver(config: dict[str, Any], ctx: SweepContext) -> None:
     """The Tune trainable (pipeline stage 4): ray.tune APIs only here; ray.train APIs live in the workers. A
     configuration
     an earlier attempt of the job recorded takes that trial's id back: finished, it answers from its
-    record; stopped early, it stays stopped; unfinished, it continues from its Train checkpoint."""
+    record; stopped early, it stays stopped; unfinished, it continues from its last checkpoint."""
     tune_id = tune.get_context().get_trial_id()
     recorded = replayed(ctx, tune_id, config)
     if recorded is not None and recorded.status in ("stopped", "finished"):
@@ -365,13 +370,40 @@ class TrialProgress(tune.Callback):
 DRIVER_MEMORY = 64 * 2**20  # bytes of Ray's "memory" resource a trial driver reserves
 
 
-def trial_driver_resources(num_workers: int) -> dict[str, float]:
-    """What a trial's driver actor reserves. A trial that starts a Train run reserves no CPU: its workers
-    may ask for a whole node's CPUs, and a driver holding even 0.01 CPU there leaves that node short (two
-    drivers on a two-node cluster of 2-CPU nodes starved every 2-CPU worker group); a token of Ray's
-    memory resource, which every node has and no worker asks for, lets Tune schedule the driver. An
-    in-process trial (num_workers 0) computes in the driver itself and keeps a CPU share."""
-    return {"CPU": 0, "memory": DRIVER_MEMORY} if num_workers > 0 else {"CPU": 0.01}
+def in_trial_process(resources: ResourcesSpec) -> bool:
+    """Whether a sweep trial runs in its Tune trial's own process rather than as a Ray Train run: with one
+    worker nothing is distributed, and a Train run would cost a controller, a worker group and a fresh
+    interpreter per trial (7-10 s from ``fit()`` to the loop's first line on a 2-core node) where a reused
+    trial process has its imports, its dataset and its model code loaded already."""
+    return resources.num_workers <= 1
+
+
+def trial_driver_resources(resources: ResourcesSpec) -> dict[str, float]:
+    """What a trial's driver actor reserves. A single-worker trial computes in the driver itself, which
+    therefore holds what the worker would have: its CPUs and GPU (a fraction with ``trials_per_gpu``; Ray
+    then sets the process's visible GPU). Train local mode (num_workers 0) keeps a CPU share, as it always
+    has. A trial that starts a Train run reserves no CPU: its workers may ask for a whole node's CPUs, and a
+    driver holding even 0.01 CPU there leaves that node short (two drivers on a two-node cluster of 2-CPU
+    nodes starved every 2-CPU worker group); a token of Ray's memory resource, which every node has and no
+    worker asks for, lets Tune schedule the driver."""
+    if resources.num_workers == 0:
+        return {"CPU": 0.01}
+    if resources.num_workers == 1:
+        held = {"CPU": resources.cpus_per_worker}
+        return {**held, "GPU": resources.gpus_per_worker} if resources.use_gpu else held
+    return {"CPU": 0, "memory": DRIVER_MEMORY}
+
+
+def trial_retries(sweep: SweepSpec, resources: ResourcesSpec) -> int:
+    """Tune's retries of a failed trial. A Train run retries its crashed workers itself
+    (``resources.worker_max_failures``) before the trial fails and Tune retries it (``sweep.max_failures``);
+    an in-process trial has only Tune's retries, so it gets both budgets there (-1: unlimited). Each retry
+    continues from the trial's last checkpoint."""
+    if not in_trial_process(resources) or resources.num_workers == 0:
+        return sweep.max_failures
+    if resources.worker_max_failures < 0:
+        return -1
+    return sweep.max_failures + resources.worker_max_failures
 
 
 class SweepTrial(NamedTuple):
@@ -410,8 +442,7 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
         return done
     ctx = ctx.model_copy(update={"recorded": recorded})
     tuner_name = f"{tune_name}-{uuid.uuid4().hex[:8]}"  # a fresh folder per attempt: written, never read back
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx),
-                                    trial_driver_resources(ctx.resources.num_workers))
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), trial_driver_resources(ctx.resources))
     best_known = min((o for o in (float(m.get(OBJECTIVE, math.nan)) for _, m in evaluated) if math.isfinite(o)),
                      default=float("inf"))
     tuner = tune.Tuner(
@@ -423,11 +454,13 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
                                     time_budget_s=sweep.time_budget_s,
                                     # in-process trials: one trial-driver process serves trial after
                                     # trial (no interpreter start and imports per trial, seconds for
-                                    # trials of seconds). Never for Train runs: a reused driver keeps the
-                                    # finished run's controller, and with it the workers' placement group.
-                                    reuse_actors=ctx.resources.num_workers == 0),
+                                    # trials of seconds; its dataset stays loaded). Never for Train runs: a
+                                    # reused driver keeps the finished run's controller, and with it the
+                                    # workers' placement group.
+                                    reuse_actors=in_trial_process(ctx.resources)),
         run_config=tune.RunConfig(name=tuner_name, storage_path=ctx.storage_path,
-                                  verbose=0, failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=trial_retries(sweep, ctx.resources)),
                                   callbacks=[TrialProgress(ctx, best_known, num_samples)]),
     )
     try:
@@ -436,7 +469,7 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
         remove_folder(ctx.storage_path, tuner_name)  # never read back (see the module docstring)
     trials = [_sweep_trial(ctx, res, recorded) for res in grid]
     tracker.set_tags(ctx.scenario_run_id, {done_tag: "true"})
-    if ctx.resources.num_workers > 0:  # in-process trials hold no placement group
+    if not in_trial_process(ctx.resources):  # in-process trials hold no placement group
         removed = wait_until_released()
         if removed:
             say(f"    released {len(removed)} worker reservation(s) that stopped trials still held 20 s after the "

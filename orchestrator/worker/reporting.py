@@ -44,29 +44,46 @@ class QuickBudget:
 
 class Channel:
     """Where a loop reports and finds its checkpoints: Ray Train (``ray.train.*``: a Train worker, or Train
-    local mode outside Tune) or, for an in-process trial inside a Tune trial (``resources.num_workers: 0``),
-    Ray Tune itself (Train V2 refuses its own API there)."""
+    local mode outside Tune) or, for a trial run in its Tune trial's own process (``resources.num_workers`` 0
+    or 1), Ray Tune itself (Train V2 refuses its own API there).
 
-    def __init__(self, via_tune: bool = False) -> None:
+    An in-process trial keeps its checkpoint in its own folder (``resume_dir``, the trial's output folder)
+    instead of handing it to Tune: Tune's folder of a sweep is fresh at every attempt of the job and never
+    read back, while the trial folder is found again by the trial's id, so the same state serves Tune's
+    retries of a failed trial and a resumed job (``RESUME_FILE``, replaced atomically, removed once the
+    trial has finished)."""
+
+    def __init__(self, via_tune: bool = False, resume_dir: str | Path | None = None) -> None:
         self.via_tune = via_tune
         self.api = ray.tune if via_tune else ray.train
+        self.resume_file = Path(resume_dir) / RESUME_FILE if resume_dir is not None else None
 
     def rank(self) -> int:
         return 0 if self.via_tune else ray.train.get_context().get_world_rank()
 
     def resume_state(self) -> dict[str, Any] | None:
-        """The state of the last reported checkpoint (after a worker restart or a resumed job)."""
+        """The state of the last checkpoint (after a worker restart, a retried trial or a resumed job): Ray's,
+        else the one an in-process attempt of the same trial left in its folder."""
         ckpt = self.api.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as folder:
-            return read_checkpoint_state(Path(folder) / "state.pt")
+        if ckpt is not None:
+            with ckpt.as_directory() as folder:
+                return read_checkpoint_state(Path(folder) / "state.pt")
+        if self.resume_file is not None and self.resume_file.is_file():
+            return read_checkpoint_state(self.resume_file)
+        return None
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         """All ranks report; rank 0 attaches the checkpoint (only rank 0's metrics reach Tune). The
-        checkpoint is written to a temporary folder that is gone once ``report`` has copied it away."""
+        checkpoint is written to a temporary folder that is gone once ``report`` has copied it away, or, in
+        process, to the trial's folder."""
         if "epoch" in metrics and "final" not in metrics:
             PROGRESS.epoch(int(metrics["epoch"]) + 1)  # shown live when this is the driver (Train local mode)
+        if state is not None and self.via_tune and self.resume_file is not None:
+            self.resume_file.parent.mkdir(parents=True, exist_ok=True)
+            staged = self.resume_file.with_name(f".{RESUME_FILE}.{os.getpid()}.tmp")
+            torch.save(state, staged)
+            os.replace(staged, self.resume_file)  # a crash mid-write never leaves a torn checkpoint
+            state = None
         if state is None or self.rank() != 0:
             self.api.report(metrics)
             return
@@ -74,9 +91,15 @@ class Channel:
             torch.save(state, Path(folder) / "state.pt")
             self.api.report(metrics, checkpoint=self.api.Checkpoint.from_directory(folder))
 
+    def finished(self) -> None:
+        """The trial is complete (its final.json written): its in-process checkpoint will not be read again."""
+        if self.resume_file is not None:
+            self.resume_file.unlink(missing_ok=True)
+
 
 TRAIN = Channel()
 CHECKPOINT_PREFIX = "camu-ckpt-"
+RESUME_FILE = "resume-state.pt"  # an in-process trial's last checkpoint, in its own folder
 
 
 class CheckpointClock:

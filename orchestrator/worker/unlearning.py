@@ -1,7 +1,7 @@
 """The worker loop of one unlearning trial, any registered method: unlearn through ``camu``'s shared loop,
 report per-epoch metrics (with the cheap objective early stopping reads) and checkpoints, then on rank 0
 evaluate against the oracle, save the weights, log everything and write ``final.json`` last. It runs as a
-Ray Train worker, or inside a Tune trial's process (``resources.num_workers: 0``)."""
+Ray Train worker, or inside a Tune trial's own process (``resources.num_workers`` 0 or 1: nothing to distribute)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def unlearn_worker(loop_config: dict[str, TrialConfig]) -> None:
     cfg = loop_config["config"]
     timings = Timings()
     timings.seconds["worker_start"] = max(0.0, time.time() - cfg.launched_at) if cfg.launched_at else 0.0
-    channel = Channel(via_tune=cfg.report_to == "tune")
+    # the trial's folder: where an in-process attempt of this trial left its checkpoint, if one did
+    channel = Channel(via_tune=cfg.report_to == "tune", resume_dir=cfg.out_dir)
     for module in cfg.worker.plugins:  # the job's own methods register themselves in this process too
         importlib.import_module(module)
     for hook in TRIAL_START_HOOKS:
@@ -115,10 +116,13 @@ def unlearn_worker(loop_config: dict[str, TrialConfig]) -> None:
         tracker.set_tags(cfg.run_id, {Tag.RESTORED_FROM_EPOCH: int(resume_state["epoch"])})
     ctx = UnlearnContext(original, data, forget, retain, device, seed=wcfg.seed, shard=shard, on_epoch=on_epoch,
                          resume_state=resume_state, initial=initial, sync_batchnorm=wcfg.sync_batchnorm)
+    if cfg.started_at:  # the trial's start (its driver's first line) to its unlearning, all of it outside the method
+        timings.seconds["to_unlearn"] = max(0.0, time.time() - cfg.started_at)
     result = run_method(cfg.method, params, ctx)
     timings.seconds.update(unlearn=result.seconds, epoch_reports=result.report_seconds)
     final = _final(cfg, tracker, result, data, split, device, timings) if shard.is_main else {}
     channel.report({"epoch": result.epochs, "final": 1.0, **final}, None)
+    channel.finished()
 
 
 def _data_parallel_params(method: str, params: MethodParams, wcfg: WorkerConfig, shard: Shard) -> dict[str, Any]:

@@ -88,8 +88,9 @@ class TrialConfig(Wire):
     params: SerializeAsAny[MethodParams]  # the method's own typed Params, validated once by the driver
     run_id: str
     out_dir: str
-    report_to: str = "train"  # "tune": run in the Tune trial's process and report to Tune (num_workers 0)
+    report_to: str = "train"  # "tune": run in the Tune trial's process and report to Tune (num_workers 0 or 1)
     launched_at: float = 0.0  # wall-clock time the driver launched the run (the worker measures its start delay)
+    started_at: float = 0.0  # wall-clock time the trial began (``run_trial``'s first line): time.to_unlearn
     log_weights: bool = True  # log the unlearned weights to MLflow (else only kept in out_dir; see retention)
 
     _params_typed = field_validator("params", mode="before")(_typed_params)

@@ -195,10 +195,12 @@ def _descendants(pid: str) -> list[str]:
 
 
 def _second_node_runs_a_trial(temp_dir: str) -> bool:
-    """Is a Train worker of a trial running on the second node (a child of its raylet)?"""
+    """Is a trial running on the second node (a child of its raylet): a single-worker trial in its Tune trial's
+    own process (``ImplicitFunc``, Tune's actor for a function trainable), or a Train worker?"""
     raylets = [p.name for p in Path("/proc").glob("[0-9]*") if "raylet" in _cmdline(p.name)
                and f"{temp_dir}-n2" in _cmdline(p.name)]
-    return any("RayTrainWorker" in _cmdline(k) for r in raylets for k in _descendants(r))
+    return any(any(name in _cmdline(k) for name in ("ImplicitFunc", "RayTrainWorker"))
+               for r in raylets for k in _descendants(r))
 
 
 def test_a_node_lost_mid_sweep_costs_only_the_trials_that_ran_there(cluster):

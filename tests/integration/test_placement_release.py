@@ -63,8 +63,8 @@ def _cpus_back(ray, expected: float) -> None:
 
 
 def test_a_trial_may_use_every_cpu_of_the_cluster(ray_cluster, tmp_path, monkeypatch):
-    """A trial's driver reserves no CPU: a Train-run trial whose worker asks for all of the cluster's CPUs
-    starts (a driver holding 0.01 CPU left it 0.01 short, and the sweep timed out on free resources)."""
+    """The driver of a Train-run trial reserves no CPU: a trial whose two workers ask for all of the cluster's
+    CPUs starts (a driver holding 0.01 CPU left it 0.01 short, and the sweep timed out on free resources)."""
     import json
 
     import yaml
@@ -78,7 +78,7 @@ def test_a_trial_may_use_every_cpu_of_the_cluster(ray_cluster, tmp_path, monkeyp
            "scenarios": [{"name": "class3", "kind": "classes", "classes": [3]}], "seeds": [0],
            "methods": [{"name": "finetune", "params": {"epochs": 1}, "sweep": {"space": {"lr": {"grid": [0.01]}}}}],
            "sweep": {"search": "grid", "num_samples": 1},
-           "resources": {"num_workers": 1, "cpus_per_worker": cpus, "start_attempts": 1},
+           "resources": {"num_workers": 2, "cpus_per_worker": cpus // 2, "start_attempts": 1},
            "tracking": {"experiment": "allcpus", "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "device": "cpu"}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")

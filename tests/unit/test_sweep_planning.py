@@ -62,6 +62,24 @@ def test_gpu_packing_places_n_trials_per_gpu():
         ResourcesSpec(num_workers=2, trials_per_gpu=2)
 
 
+def test_single_worker_trials_hold_the_workers_resources_in_their_own_process():
+    """One worker: the trial computes in its Tune trial's process, which reserves that worker's CPUs and GPU
+    share and gets Train's retries added to Tune's; several workers: a Train run, the driver holding no CPU."""
+    from orchestrator.driver.sweep import DRIVER_MEMORY, in_trial_process, trial_driver_resources, trial_retries
+
+    packed = ResourcesSpec(num_workers=1, cpus_per_worker=2, trials_per_gpu=4, worker_max_failures=2)
+    assert in_trial_process(packed) and trial_driver_resources(packed) == {"CPU": 2, "GPU": 0.25}
+    assert trial_driver_resources(ResourcesSpec(num_workers=1, cpus_per_worker=3)) == {"CPU": 3}
+    assert trial_retries(SweepSpec(max_failures=1), packed) == 3
+    assert trial_retries(SweepSpec(max_failures=1), ResourcesSpec(num_workers=1, worker_max_failures=-1)) == -1
+    local = ResourcesSpec(num_workers=0)
+    assert in_trial_process(local) and trial_driver_resources(local) == {"CPU": 0.01}
+    assert trial_retries(SweepSpec(max_failures=1), local) == 1
+    ddp = ResourcesSpec(num_workers=2, cpus_per_worker=2, gpus_per_worker=1, worker_max_failures=2)
+    assert not in_trial_process(ddp) and trial_driver_resources(ddp) == {"CPU": 0, "memory": DRIVER_MEMORY}
+    assert trial_retries(SweepSpec(max_failures=1), ddp) == 1  # Train retries its workers itself
+
+
 def test_a_trial_id_is_read_back_from_its_tune_folder_name():
     """A replayed trial reports nothing: its Tune id comes from the folder Tune named after it."""
     from orchestrator.driver.sweep import _tune_id_from_path, ordinal
@@ -69,3 +87,37 @@ def test_a_trial_id_is_read_back_from_its_tune_folder_name():
     folder = "/runs/sweep-1/trial_driver_1ba02_00001_1_lr=0.0123_2026-12-06_15-53-01"
     assert _tune_id_from_path(folder) == "1ba02_00001" and ordinal("1ba02_00001") == "00001"
     assert _tune_id_from_path("/x/trial_driver_0a1b2c3d_00012_12_lr=1e-3") == "0a1b2c3d_00012"
+
+
+def test_an_in_process_trial_keeps_its_checkpoint_in_its_own_folder(tmp_path):
+    """The state a trial in its Tune trial's process reports is kept in its folder (Tune's folder of a sweep is
+    never read back), read by the next attempt of the same trial, and removed once the trial has finished."""
+    import torch
+
+    from orchestrator.worker.reporting import RESUME_FILE, Channel
+
+    reported = []
+
+    class FakeTune:  # what Tune receives: the metrics, never a checkpoint
+        @staticmethod
+        def report(metrics, checkpoint=None):
+            reported.append((metrics, checkpoint))
+
+        @staticmethod
+        def get_checkpoint():
+            return None
+
+    folder = tmp_path / "trial"
+    channel = Channel(via_tune=True, resume_dir=folder)
+    channel.api = FakeTune
+    assert channel.resume_state() is None
+    state = {"epoch": 2, "model": {"w": torch.arange(3.0)}}
+    channel.report({"epoch": 2, "objective": 1.0}, state)
+    assert reported == [({"epoch": 2, "objective": 1.0}, None)]
+    again = Channel(via_tune=True, resume_dir=folder)
+    again.api = FakeTune
+    restored = again.resume_state()
+    assert restored["epoch"] == 2 and torch.equal(restored["model"]["w"], torch.arange(3.0))
+    assert [p.name for p in folder.iterdir()] == [RESUME_FILE]  # no staging file left
+    again.finished()
+    assert not (folder / RESUME_FILE).exists() and again.resume_state() is None
