@@ -11,7 +11,7 @@ import contextvars
 import gzip
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -525,23 +525,41 @@ class PilDecode:
 _FALLBACK_SAID: set[str] = set()
 
 
-def _prepared(opt: ImageFolderOptions, resized: int, side: int, lazy_train: LazySource,
-              lazy_test: LazySource) -> tuple[Source, Source] | None:
-    """Both splits from the decoded-once uint8 cache under ``opt.cache_dir`` (built on first use), or None
-    (said once per process, with the reason) when the cache cannot be used: the splits then stay lazy."""
+@dataclass
+class SplitToPrepare:
+    """One split of a dataset as the decoded-once cache needs it: its files with labels, the options that
+    change its pixels, the decode, the decoded side and the split's view."""
+
+    files: list[tuple[str, int]]
+    options: dict[str, Any]
+    decode: Callable[[str], Any]
+    side: int
+    view: ImageView
+
+
+def _image_folder_splits_to_prepare(opt: ImageFolderOptions, resized: int, side: int, lazy: Sequence[LazySource]
+                                    ) -> list[SplitToPrepare]:
     import PIL
     import torchvision
 
+    options = {"resized": resized, "side": side, "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+    return [SplitToPrepare([(str(f), int(label)) for f, label in split.dataset.samples], options,
+                           PilDecode(resized, side), side, split.view) for split in lazy]
+
+
+def _prepared(opt: ImageFolderOptions, resized: int, side: int, lazy_train: LazySource,
+              lazy_test: LazySource) -> tuple[Source, Source] | None:
+    """Both splits from the decoded-once uint8 cache under ``opt.cache_dir`` (built on first use, unless the
+    job's driver prepared them before: ``prepare_dataset``), or None (said once per process, with the reason)
+    when the cache cannot be used: the splits then stay lazy."""
     from camu.data.prepared import open_or_prepare
 
     if _LABELS_ONLY.get():
         return None
-    options = {"resized": resized, "side": side, "torchvision": torchvision.__version__, "pillow": PIL.__version__}
     out = []
-    for lazy in (lazy_train, lazy_test):
-        files = [(str(f), int(label)) for f, label in lazy.dataset.samples]
-        found, why = open_or_prepare(Path(opt.cache_dir).expanduser(), files, options, PilDecode(resized, side),
-                                     side, IMAGENET_MEAN, IMAGENET_STD, lazy.view, workers=opt.num_workers)
+    for split in _image_folder_splits_to_prepare(opt, resized, side, (lazy_train, lazy_test)):
+        found, why = open_or_prepare(Path(opt.cache_dir).expanduser(), split.files, split.options, split.decode,
+                                     side, IMAGENET_MEAN, IMAGENET_STD, split.view, workers=opt.num_workers)
         if found is None:
             if why not in _FALLBACK_SAID:
                 _FALLBACK_SAID.add(why)
@@ -553,15 +571,42 @@ def _prepared(opt: ImageFolderOptions, resized: int, side: int, lazy_train: Lazy
     return out[0], out[1]
 
 
-@register_dataset("imagefolder", ImageFolderOptions,
-                  "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
-def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
+def splits_to_prepare(name: str, options: dict | None = None) -> tuple[Path | None, list[SplitToPrepare]]:
+    """(cache folder, splits) of a dataset that takes the decoded-once cache and names one (``cache_dir``),
+    else (None, []): what a job's driver prepares once, over the cluster, before any trial reads it
+    (``camu.data.prepared.prepare`` with a builder of its own)."""
+    planner = _PREPARABLE.get(name)
+    if planner is None:
+        return None, []
+    opt = DATASETS.get(name).options.model_validate(options or {})
+    return (Path(opt.cache_dir).expanduser(), planner(opt)) if opt.cache_dir is not None else (None, [])
+
+
+def _image_folder_root(opt: ImageFolderOptions) -> Path:
     root = opt.root.expanduser()
     for part in ("train", "val"):
         if not (root / part).is_dir():
             raise DataRootError(
                 f"dataset.root: expected {root / part}/<class>/<image> folders; lay the ImageNet train and "
                 f"val images out by class (e.g. with the usual valprep script) under {root}")
+    return root
+
+
+def _plan_image_folder(opt: ImageFolderOptions) -> list[SplitToPrepare]:
+    root = _image_folder_root(opt)
+    resized, side, train_view, test_view = _image_folder_views(opt)
+    lazy_train, _ = _image_folder_split(root / "train", opt, opt.max_per_class, resized, side, train_view)
+    lazy_test, _ = _image_folder_split(root / "val", opt, None, resized, side, test_view)
+    return _image_folder_splits_to_prepare(opt, resized, side, (lazy_train, lazy_test))
+
+
+_PREPARABLE: dict[str, Callable[[Any], list[SplitToPrepare]]] = {"imagefolder": _plan_image_folder}
+
+
+@register_dataset("imagefolder", ImageFolderOptions,
+                  "ImageNet-style tree root/{train,val}/<class>/*; class subset, per-class cap")
+def build_imagefolder(opt: ImageFolderOptions) -> ImageData:
+    root = _image_folder_root(opt)
     resized, side, train_view, test_view = _image_folder_views(opt)
     lazy_train, classes = _image_folder_split(root / "train", opt, opt.max_per_class, resized, side, train_view)
     lazy_test, _ = _image_folder_split(root / "val", opt, None, resized, side, test_view)

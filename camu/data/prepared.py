@@ -127,54 +127,104 @@ class PrepareReport:
         return self.images / self.seconds if self.seconds > 0 else float("inf")
 
 
+Chunk = tuple[int, Sequence[tuple[str, int]]]  # (shard number, its (file, label) pairs)
+ShardBuilder = Callable[[Path, Sequence[Chunk], Callable[[str], Any], int], list[dict[str, Any]]]
+"""Decodes every chunk into ``<staging>/shard-<number>.npy`` and returns each shard's manifest entry
+(``write_shard``'s), in any order: processes of this node (``local_shards``) or tasks over a cluster
+(``orchestrator.driver.prepare``)."""
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.npy"
+
+
+def decode_chunk(files: Sequence[tuple[str, int]], decode: Callable[[str], Any], side: int) -> np.ndarray:
+    """The uint8 (n, 3, side, side) pixels of ``files``, decoded one after the other in this process."""
+    out = np.empty((len(files), 3, side, side), dtype=np.uint8)
+    item = _Decode(files, decode)
+    for i in range(len(files)):
+        pixels, _ = item[i]
+        _check_shape(pixels[None], side)
+        out[i] = pixels
+    return out
+
+
+def write_shard(staging: Path, number: int, pixels: np.ndarray) -> dict[str, Any]:
+    """Save one shard and return its manifest entry (file, count, sha256)."""
+    path = Path(staging) / shard_name(number)
+    np.save(path, pixels)
+    return {"file": path.name, "count": len(pixels), "sha256": _sha256(path)}
+
+
+def decode_and_write_shard(staging: Path, number: int, files: Sequence[tuple[str, int]],
+                           decode: Callable[[str], Any], side: int) -> dict[str, Any]:
+    """One shard from its files: what a preparation task runs (anywhere the staging folder is mounted)."""
+    return write_shard(staging, number, decode_chunk(files, decode, side))
+
+
+def _check_shape(images: np.ndarray, side: int) -> None:
+    if images.shape[1:] != (3, side, side):
+        raise ValueError(f"decoding gave images of shape {images.shape[1:]} where (3, {side}, {side}) was expected")
+
+
+def local_shards(workers: int) -> ShardBuilder:
+    """A builder decoding with ``workers`` DataLoader processes of this node (0: in this process), the
+    shards written in order, the rate in the log."""
+
+    def build(staging: Path, chunks: Sequence[Chunk], decode: Callable[[str], Any], side: int
+              ) -> list[dict[str, Any]]:
+        files = [f for _, part in chunks for f in part]
+        loader = DataLoader(_Decode(files, decode), batch_size=64, num_workers=workers, collate_fn=_collate)
+        entries, pending, start, done = [], [], time.perf_counter(), 0
+        sizes = iter([(number, len(part)) for number, part in chunks])
+        number, want = next(sizes, (0, 0))
+        for images, _ in loader:
+            _check_shape(images, side)
+            pending.append(images)
+            done += len(images)
+            while pending and sum(len(b) for b in pending) >= want > 0:
+                block = np.concatenate(pending)
+                entries.append(write_shard(staging, number, block[:want]))
+                pending = [block[want:]] if len(block) > want else []
+                number, want = next(sizes, (0, 0))
+            if done % (SHARD_IMAGES * 4) < len(images):
+                log.info("preparing: %d/%d images (%.0f images/s)", done, len(files),
+                         done / (time.perf_counter() - start))
+        return entries
+
+    return build
+
+
+def chunks_of(files: Sequence[tuple[str, int]], shard_images: int = SHARD_IMAGES) -> list[Chunk]:
+    """The files cut into shards of ``shard_images`` (the last one shorter)."""
+    return [(i, files[at: at + shard_images]) for i, at in enumerate(range(0, len(files), shard_images))]
+
+
 def _build(folder: Path, files: Sequence[tuple[str, int]], decode: Callable[[str], Any], side: int,
-           workers: int) -> PrepareReport:
+           builder: ShardBuilder, shard_images: int, workers: int) -> PrepareReport:
     """Decode every file into shards under ``folder`` (which does not exist yet: written at a temporary
     name, renamed when complete)."""
     start = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
     try:
-        return _fill(staging, folder, files, decode, side, workers, start)
+        return _fill(staging, folder, files, decode, side, builder, shard_images, workers, start)
     except BaseException:  # a failed build (a bad file, a full disk, an interrupt) leaves nothing behind
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
 def _fill(staging: Path, folder: Path, files: Sequence[tuple[str, int]], decode: Callable[[str], Any], side: int,
-          workers: int, start: float) -> PrepareReport:
-    loader = DataLoader(_Decode(files, decode), batch_size=64, num_workers=workers, collate_fn=_collate)
-    shards, labels, pending, filled, total = [], [], [], 0, 0
-
-    def flush() -> None:
-        nonlocal pending, filled
-        if not pending:
-            return
-        block = np.concatenate(pending)
-        name = f"shard-{len(shards):05d}.npy"
-        np.save(staging / name, block)
-        shards.append({"file": name, "count": len(block), "sha256": _sha256(staging / name)})
-        pending, filled = [], 0
-
-    for images, batch_labels in loader:
-        if images.shape[1:] != (3, side, side):
-            raise ValueError(f"decoding gave images of shape {images.shape[1:]} where (3, {side}, {side}) was "
-                             f"expected")
-        labels.append(batch_labels)
-        at = 0
-        while at < len(images):
-            take = min(SHARD_IMAGES - filled, len(images) - at)
-            pending.append(images[at: at + take])
-            filled += take
-            total += take
-            at += take
-            if filled == SHARD_IMAGES:
-                flush()
-        if total and total % (SHARD_IMAGES * 4) < len(images):
-            rate = total / (time.perf_counter() - start)
-            log.info("preparing %s: %d/%d images (%.0f images/s)", folder.name, total, len(files), rate)
-    flush()
-    np.save(staging / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64))
-    manifest = {"version": FORMAT_VERSION, "images": total, "side": side, "shards": shards,
+          builder: ShardBuilder, shard_images: int, workers: int, start: float) -> PrepareReport:
+    chunks = chunks_of(files, shard_images)
+    entries = sorted(builder(staging, chunks, decode, side), key=lambda e: e["file"])
+    expected = [(shard_name(n), len(part)) for n, part in chunks]
+    if [(e["file"], e["count"]) for e in entries] != expected:
+        raise ValueError(f"the shard builder wrote {[(e['file'], e['count']) for e in entries]} where {expected} "
+                         f"were expected")
+    total = sum(e["count"] for e in entries)
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    np.save(staging / "labels.npy", labels)
+    manifest = {"version": FORMAT_VERSION, "images": total, "side": side, "shards": entries,
                 "labels": {"file": "labels.npy", "count": total, "sha256": _sha256(staging / "labels.npy")}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _write_stamps(staging, manifest)  # just hashed: the first reader need not hash again
@@ -243,29 +293,44 @@ class Prepared:
     built: PrepareReport | None = None
 
 
+def split_folder(cache: Path, files: Sequence[tuple[str, int]], options: dict[str, Any], side: int) -> Path:
+    """Where the prepared form of ``files`` lives under ``cache`` (its content key)."""
+    return cache / content_key(files, {**options, "side": side})
+
+
+def prepare(cache: Path, files: Sequence[tuple[str, int]], options: dict[str, Any], decode: Callable[[str], Any],
+            side: int, builder: ShardBuilder | None = None, shard_images: int = SHARD_IMAGES,
+            workers: int = 4) -> tuple[Path, PrepareReport | None]:
+    """Make sure the prepared split of ``files`` exists under ``cache`` and passes its sha256s, building it
+    (with ``builder``, default ``local_shards(workers)``) if it is missing or failing; under the key's lock,
+    so processes that start together build it once. Returns its folder and what building cost (None: it
+    was there). Raises OSError when the cache cannot be written."""
+    folder = split_folder(cache, files, options, side)
+    key = folder.name
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / f"{key}.lock"):
+        for stale in cache.glob(f"{key}.tmp-*"):  # a builder that died (we hold the key's lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        problem = _verify(folder) if folder.exists() else "not prepared yet"
+        if problem is None:
+            return folder, None
+        if folder.exists():
+            log.warning("prepared split %s: %s; rebuilding it (never fed)", key, problem)
+            aside = folder.with_name(f"{key}.bad-{os.getpid()}-{time.time_ns()}")
+            os.replace(folder, aside)  # readers that mapped the old shards keep them until they exit
+            shutil.rmtree(aside, ignore_errors=True)
+        return folder, _build(folder, files, decode, side, builder or local_shards(workers), shard_images, workers)
+
+
 def open_or_prepare(cache: Path, files: Sequence[tuple[str, int]], options: dict[str, Any],
                     decode: Callable[[str], Any], side: int, mean: Sequence[float], std: Sequence[float],
                     view: ImageView = PLAIN_VIEW, workers: int = 4) -> tuple[Prepared | None, str]:
     """The prepared split of ``files`` under ``cache`` (built here if missing or failing its sha256), or
     (None, why) when the cache cannot be written or read."""
-    key = content_key(files, {**options, "side": side})
-    folder = cache / key
+    folder = split_folder(cache, files, options, side)
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        lock = cache / f"{key}.lock"
-        with _locked(lock):
-            for stale in cache.glob(f"{key}.tmp-*"):  # a builder that died (we hold the key's lock)
-                shutil.rmtree(stale, ignore_errors=True)
-            built = None
-            problem = _verify(folder) if folder.exists() else "not prepared yet"
-            if problem is not None:
-                if folder.exists():
-                    log.warning("prepared split %s: %s; rebuilding it (never fed)", key, problem)
-                    aside = folder.with_name(f"{key}.bad-{os.getpid()}-{time.time_ns()}")
-                    os.replace(folder, aside)  # readers that mapped the old shards keep them until they exit
-                    shutil.rmtree(aside, ignore_errors=True)
-                built = _build(folder, files, decode, side, workers)
-            return Prepared(PreparedSource.open(folder, mean, std, view), built), ""
+        folder, built = prepare(cache, files, options, decode, side, workers=workers)
+        return Prepared(PreparedSource.open(folder, mean, std, view), built), ""
     except OSError as err:
         if folder.is_dir() and _verify(folder) is None:  # a read-only cache that someone prepared before
             return Prepared(PreparedSource.open(folder, mean, std, view)), ""

@@ -1,6 +1,7 @@
 """The job pipeline on a Ray cluster (local or remote):
 
-  [1] splits per scenario and seed (Parquet)     [2] the original model (trained once, or loaded)
+  [1] splits per scenario and seed (Parquet); an image folder decoded once over the cluster (``prepare``)
+  [2] the original model (trained once, or loaded)
   [3] the retrain oracle per split (cached)      [4] every method: its preset on every seed, a Ray Tune
   sweep on the first seed, replicates of the best trial, the chosen configuration (``compare``)
   [5] summary tables; each method's chosen model registered per scenario
@@ -27,6 +28,7 @@ import yaml
 from camu.weights import load_weights
 from orchestrator.driver.context import JobRun, data_config
 from orchestrator.driver.method_stage import compare_method
+from orchestrator.driver.prepare import prepare_data
 from orchestrator.driver.reference_models import load_original, train_stage
 from orchestrator.driver.references import references
 from orchestrator.execution.cluster import check_cluster_resources, check_storage, ensure_ray
@@ -232,6 +234,7 @@ def run_job(checked: CheckedJob, address: str | None = None, submission: str | N
         tracker.log_params(parent, flatten(redact_data(spec.model_dump(mode="json"))))
         tracker.log_text(parent, yaml.safe_dump(redact_data(checked.raw), sort_keys=False), "job.yaml")
         stage(1, f"splits: {len(checked.splits)} (scenario, seed) pair(s)")
+        prepare_data(ctx)  # an image folder decoded once, over the cluster, before anything reads it
         stage(2, "original model")
         original = load_original(ctx) if spec.original.uri else train_stage(
             ctx, "original", None, torch.arange(len(ctx.data.train)), "original")
