@@ -21,6 +21,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import DataLoader
 
+from camu.data.pixels import BytesToInputs
 from camu.data.sources import LazySource, Source, TensorSource
 from camu.data.views import PLAIN_VIEW, ImageView
 from camu.errors import CamuInputError
@@ -40,7 +41,8 @@ class DataFormatError(CamuInputError):
 class ImageData:
     """A classification dataset: train and test splits plus the facts models need.
 
-    Images are stored normalised, ``(pixel - mean) / std`` per channel, with pixels in [0, 1]. Methods
+    Model inputs are normalised, ``(pixel - mean) / std`` per channel, with pixels in [0, 1] (stored so, or
+    stored as bytes and normalised as they are fetched: MNIST, Fashion-MNIST, CIFAR, image folders). Methods
     that act in pixel units (adversarial bounds, counterfactual noise) go through ``to_pixels`` /
     ``from_pixels``; a dataset without pixels (``synthetic``) has no ``mean``/``std`` and no bounds.
     """
@@ -132,13 +134,16 @@ def _normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, 
     return (images - m) / s
 
 
-def _resplit(images: torch.Tensor, labels: torch.Tensor, test_size: float, seed: int):
-    """Deterministically carve a train/test split out of one pool of samples."""
+def _resplit(images: torch.Tensor, labels: torch.Tensor, test_size: float, seed: int,
+             inputs: BytesToInputs | None = None) -> tuple[TensorSource, TensorSource]:
+    """Deterministically carve a train/test split out of one pool of samples (``inputs``: uint8 images'
+    normalisation)."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(labels.shape[0], generator=g)
     n_test = round(labels.shape[0] * test_size)
     test, train = perm[:n_test], perm[n_test:]
-    return TensorSource(images[train], labels[train]), TensorSource(images[test], labels[test])
+    return (TensorSource(images[train], labels[train], inputs=inputs),
+            TensorSource(images[test], labels[test], inputs=inputs))
 
 
 # ----------------------------------------------------------------------------- digits / synthetic
@@ -257,18 +262,20 @@ def _mnist_like(name: str, folder: str, mean: float, std: float, opt: MnistOptio
                                   f"{labels.shape} labels; expected N images of HxW and N labels (N > 0)")
         if labels.max() >= 10:
             raise DataFormatError(f"dataset.root: {lbl} has label {int(labels.max())}; {name} labels are 0-9")
-        x = torch.from_numpy(images.copy()).float().unsqueeze(1) / 255.0
-        return _normalise(x, (mean,), (std,)), torch.from_numpy(labels.astype(np.int64))
+        # kept as bytes (a quarter of float32, in memory and on the GPU), normalised batch by batch
+        return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
+    inputs = BytesToInputs((mean,), (std,))
     test_x, test_y = pair(found["test_img"], found["test_lbl"])
     has_train = found["train_img"] is not None and found["train_lbl"] is not None
     if opt.test_size is not None:
         parts = [pair(found["train_img"], found["train_lbl"])] if has_train else []
         xs = torch.cat([p[0] for p in parts] + [test_x])
         ys = torch.cat([p[1] for p in parts] + [test_y])
-        train, test = _resplit(xs, ys, opt.test_size, opt.seed)
+        train, test = _resplit(xs, ys, opt.test_size, opt.seed, inputs)
     elif has_train:
-        train, test = TensorSource(*pair(found["train_img"], found["train_lbl"])), TensorSource(test_x, test_y)
+        train = TensorSource(*pair(found["train_img"], found["train_lbl"]), inputs=inputs)
+        test = TensorSource(test_x, test_y, inputs=inputs)
     else:
         raise DataRootError(
             f"dataset.root: only the {name} test files are under {root}; set dataset.test_size (e.g. 0.2 for an "
@@ -320,9 +327,11 @@ def cifar_data(name: str, opt: CifarOptions, train: tuple[torch.Tensor, torch.Te
     train_view = (ImageView(size, augment=augment) if paper
                   else ImageView(augment=augment, kind="pad_crop", pad=4, side=32, fill=black))
 
+    inputs = BytesToInputs(mean, std)
+
     def source(images: torch.Tensor, labels: torch.Tensor, view: ImageView) -> TensorSource:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
-        return TensorSource(_normalise(x, mean, std), torch.as_tensor(labels), view)
+        # kept as bytes (a quarter of float32, in memory and on the GPU), normalised batch by batch
+        return TensorSource(images.permute(0, 3, 1, 2).contiguous(), torch.as_tensor(labels), view, inputs)
 
     return ImageData(name, source(*train, train_view), source(*test, ImageView(size)),
                      len(classes), 3, size or (32, 32), list(classes), mean, std)

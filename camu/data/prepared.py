@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from camu.data.pixels import BytesToInputs
 from camu.data.views import PLAIN_VIEW, ImageView
 
 SHARD_IMAGES = 1024        # images per shard file
@@ -347,25 +348,18 @@ class PreparedSource:
     mean: torch.Tensor
     std: torch.Tensor
     view: ImageView = PLAIN_VIEW
-    _table: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _inputs: BytesToInputs | None = field(default=None, repr=False)
     _starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64), repr=False)
 
     def __post_init__(self) -> None:
         self._starts = np.cumsum([0] + [len(s) for s in self.shards])  # first index of every shard, then the end
         if int(self._starts[-1]) != len(self.labels):
             raise ValueError(f"{int(self._starts[-1])} images in the shards but {len(self.labels)} labels")
+        self._inputs = BytesToInputs(self.mean.tolist(), self.std.tolist())
 
     def table(self, device: torch.device) -> torch.Tensor:
-        """Every byte value's model input per channel (C, 256), computed on the CPU with ToTensor's and
-        Normalize's own operations, so that an input is bit for bit the decode path's on any device (a GPU
-        divides by multiplying with the reciprocal, which differs in the last bit for half the values)."""
-        key = str(device)
-        if key not in self._table:
-            values = torch.arange(256, dtype=torch.uint8).to(torch.float32).div(255)
-            table = torch.stack([values.sub(m).div(s) for m, s in zip(self.mean.tolist(), self.std.tolist(),
-                                                                       strict=True)])
-            self._table[key] = table.to(device)
-        return self._table[key]
+        """Every byte value's model input per channel (C, 256), the CPU's values (``BytesToInputs.table``)."""
+        return self._inputs.table(device)
 
     @classmethod
     def open(cls, folder: Path, mean: Sequence[float], std: Sequence[float],
@@ -401,15 +395,7 @@ class PreparedSource:
         pixels = self.gather(indices)
         if device.type == "cuda":
             pixels = pixels.pin_memory()
-        pixels = pixels.to(device, non_blocking=True)
-        if device.type == "cpu":  # the decode path's own operations, on the device they run on there
-            mean, std = self.mean.view(1, -1, 1, 1), self.std.view(1, -1, 1, 1)
-            images = pixels.to(torch.float32).div(255).sub_(mean).div_(std)
-        else:  # elsewhere division may round differently: the CPU's values, looked up (a fast gather on a GPU)
-            table = self.table(device)
-            channel = (torch.arange(table.shape[0], device=device) * 256).view(1, -1, 1, 1)
-            images = torch.take(table, pixels.long() + channel)
-        return self.view(images, crops)
+        return self.view(self._inputs(pixels.to(device, non_blocking=True)), crops)
 
     def batches(self, index_batches: Sequence[torch.Tensor], device: torch.device,
                 crops: Sequence[torch.Tensor | None] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,8 +1,9 @@
 """Image sources: where the pixels of one split live and how batches of them are fetched.
 
 Three kinds exist (the third, ``camu.data.prepared.PreparedSource``: uint8 shards memory-mapped from the
-decoded-once cache of an image folder). ``TensorSource`` holds the whole split as one normalised tensor, which can be
-moved to the GPU once (datasets that fit: digits, MNIST, CIFAR). ``LazySource`` wraps a torch
+decoded-once cache of an image folder). ``TensorSource`` holds the whole split as one tensor
+(normalised floats, or bytes normalised batch by batch), which can be moved to the GPU once (datasets that
+fit: digits, MNIST, CIFAR). ``LazySource`` wraps a torch
 ``Dataset`` that decodes files on demand (ImageNet-style trees); batches come from a
 multi-process ``DataLoader``. Both expose the labels as a tensor so that scenarios can be
 built without touching pixels, and both apply the split's ``ImageView`` to what they return: the
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from camu.data.pixels import BytesToInputs
 from camu.data.prepared import PreparedSource
 from camu.data.views import PLAIN_VIEW, ImageView
 
@@ -26,15 +28,20 @@ CropBatches = Sequence[torch.Tensor | None] | None  # per index batch: its (n, 5
 
 @dataclass
 class TensorSource:
-    """A split held in memory: ``images`` (N, C, H, W) float, already normalised, at their stored size."""
+    """A split held in memory (or GPU-resident): ``images`` (N, C, H, W) at their stored size, either float and
+    already normalised, or uint8 (a quarter of the bytes: MNIST, Fashion-MNIST, CIFAR) turned into normalised
+    floats batch by batch by ``inputs``, with the same values as a split normalised whole."""
 
     images: torch.Tensor
     labels: torch.Tensor
     view: ImageView = PLAIN_VIEW
+    inputs: BytesToInputs | None = None  # uint8 images: their normalisation
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != self.labels.shape[0]:
             raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if (self.images.dtype == torch.uint8) != (self.inputs is not None):
+            raise ValueError("uint8 images need their normalisation (inputs), and only they take one")
         self.labels = self.labels.long()
 
     def __len__(self) -> int:
@@ -42,12 +49,13 @@ class TensorSource:
 
     def to(self, device: torch.device | str) -> TensorSource:
         """A copy resident on ``device`` (one transfer; later batches are pure indexing)."""
-        return TensorSource(self.images.to(device), self.labels.to(device), self.view)
+        return TensorSource(self.images.to(device), self.labels.to(device), self.view, self.inputs)
 
     def fetch(self, indices: torch.Tensor, device: torch.device, crops: torch.Tensor | None = None) -> torch.Tensor:
         """Model inputs of the samples at ``indices`` on ``device``: the evaluation view, or ``crops``."""
         idx = indices.to(self.images.device)
-        return self.view(self.images.index_select(0, idx).to(device, non_blocking=True), crops)
+        images = self.images.index_select(0, idx).to(device, non_blocking=True)
+        return self.view(self.inputs(images) if self.inputs is not None else images, crops)
 
     def batches(
         self, index_batches: Sequence[torch.Tensor], device: torch.device, crops: CropBatches = None
