@@ -4,11 +4,13 @@ on the same machine.
 Generates an Imagenette-like tree (``--classes`` x ``--per-class`` JPEGs of about 500 x 375 at quality 90, and
 a validation split) or takes ``--root``, then prints:
 
-- preparation: images per second and decode processes; the cache's size on disk;
+- preparation: images per second, by a trial's own decode processes and by the job driver's Ray tasks
+  (one per shard); the cache's size on disk;
 - a trial's data load once the cache is ready (open + labels; goal <= 0.5 s whatever the size), beside the
   lazy path's (file list only) and the in-memory float32 decode's (what ``in_memory: auto`` did below 2 GiB);
 - feed rate in the paper setting (224-px random resized crop + flip) through one trial's batch iterator:
-  images per second, the lazy path with ``--loader-workers`` decode processes against the cache; and CaMU
+  images per second, the lazy path with ``--loader-workers`` decode processes against the cache (and the
+  cache's own part, the view's resampling left out); and CaMU
   partner fetches (random single images, decoded in the training process on the lazy path) per second;
 - the node's memory with ``--trials`` concurrent readers of the training split: the sum of their
   proportional set sizes (shared pages counted once), against one float32 copy per trial.
@@ -75,6 +77,41 @@ def feed_rate(source: Any, n: int, batch: int, seed: int = 0) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def read_rate(source: Any, n: int, batch: int, seed: int = 0) -> float:
+    """Images per second of the cache's own part of feeding: gathering bytes by index and normalising them
+    (the view, a resampling that a GPU does in the batch's shadow, left out)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(source), generator=g)[:n]
+    start = time.perf_counter()
+    for idx in order.split(batch):
+        source.inputs(source.gather(idx))
+    return n / (time.perf_counter() - start)
+
+
+def ray_preparation(root: Path, cache: Path) -> tuple[float, int, float]:
+    """(seconds, images, CPUs) of the job driver's preparation: one Ray task per shard on a local Ray."""
+    import ray
+
+    from camu.data.datasets import splits_to_prepare
+    from camu.data.prepared import prepare
+    from orchestrator.driver.prepare import ray_shards, shard_size
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        cpus = ray.cluster_resources()["CPU"]
+        ray.get([ray.remote(lambda: None).remote() for _ in range(int(cpus))])  # worker processes up, as in a job
+        folder, splits = splits_to_prepare("imagefolder", opts(root, cache_dir=str(cache)))
+        start, images = time.perf_counter(), 0
+        for split in splits:
+            prepare(folder, split.files, split.options, split.decode, split.side, builder=ray_shards(),
+                    shard_images=shard_size(len(split.files), cpus))
+            images += len(split.files)
+        return time.perf_counter() - start, images, cpus
+    finally:
+        ray.shutdown()
+
+
 def pair_rate(source: Any, n: int, seed: int = 1) -> float:
     """CaMU partner fetches per second: single random images fetched in the training process."""
     g = torch.Generator().manual_seed(seed)
@@ -137,6 +174,7 @@ def main() -> None:
     parser.add_argument("--loader-workers", type=int, default=8, help="decode processes of the lazy path")
     parser.add_argument("--feed-images", type=int, default=1024, help="images fed per rate measurement")
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--no-ray", action="store_true", help="skip the preparation by Ray tasks")
     args = parser.parse_args()
     from camu import load_dataset
     from camu.data.datasets import labels_only
@@ -158,6 +196,10 @@ def main() -> None:
         print(f"\npreparation: {n_images} images in {prep_s:.1f} s = {n_images / prep_s:.0f} images/s with "
               f"{workers} decode processes on {cores} cores; cache {size / 2**20:.0f} MiB on disk "
               f"({size / n_images / 1024:.0f} KiB an image, uint8 at 256 px)")
+        if not args.no_ray:
+            ray_s, ray_n, ray_cpus = ray_preparation(root, work / "cache-ray")
+            print(f"preparation by the job's driver (one Ray task per shard, {ray_cpus:g} CPUs): {ray_n} images in "
+                  f"{ray_s:.1f} s = {ray_n / ray_s:.0f} images/s")
         _, ready_s = timed(lambda: load_dataset("imagefolder", opts(root, cache_dir=str(cache), num_workers=0)))
         with labels_only():
             _, lazy_s = timed(lambda: load_dataset("imagefolder", opts(root, num_workers=0)))
@@ -172,6 +214,9 @@ def main() -> None:
         print(f"\nfeed rate (224 random resized crop + flip, batches of 64, {n} images): lazy with "
               f"{args.loader_workers} decode processes {lazy_rate:.0f} images/s; cache {cached_rate:.0f} images/s "
               f"({cached_rate / lazy_rate:.1f}x)")
+        raw = read_rate(prepared.train, n, 64)
+        print(f"  of which the cache's own part (gather by index + normalise, no view): {raw:.0f} images/s "
+              f"({raw / lazy_rate:.1f}x the lazy path); the rest is the view's resampling on the CPU")
         pairs = min(256, len(lazy.train))
         lazy_pairs, cached_pairs = pair_rate(lazy.train, pairs), pair_rate(prepared.train, pairs)
         print(f"CaMU partner fetches (one image each, in the training process): lazy {lazy_pairs:.0f}/s; cache "

@@ -348,18 +348,18 @@ class PreparedSource:
     mean: torch.Tensor
     std: torch.Tensor
     view: ImageView = PLAIN_VIEW
-    _inputs: BytesToInputs | None = field(default=None, repr=False)
+    inputs: BytesToInputs | None = field(default=None, init=False, repr=False)  # bytes to model inputs
     _starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64), repr=False)
 
     def __post_init__(self) -> None:
         self._starts = np.cumsum([0] + [len(s) for s in self.shards])  # first index of every shard, then the end
         if int(self._starts[-1]) != len(self.labels):
             raise ValueError(f"{int(self._starts[-1])} images in the shards but {len(self.labels)} labels")
-        self._inputs = BytesToInputs(self.mean.tolist(), self.std.tolist())
+        self.inputs = BytesToInputs(self.mean.tolist(), self.std.tolist())
 
     def table(self, device: torch.device) -> torch.Tensor:
         """Every byte value's model input per channel (C, 256), the CPU's values (``BytesToInputs.table``)."""
-        return self._inputs.table(device)
+        return self.inputs.table(device)
 
     @classmethod
     def open(cls, folder: Path, mean: Sequence[float], std: Sequence[float],
@@ -395,7 +395,7 @@ class PreparedSource:
         pixels = self.gather(indices)
         if device.type == "cuda":
             pixels = pixels.pin_memory()
-        return self.view(self._inputs(pixels.to(device, non_blocking=True)), crops)
+        return self.view(self.inputs(pixels.to(device, non_blocking=True)), crops)
 
     def batches(self, index_batches: Sequence[torch.Tensor], device: torch.device,
                 crops: Sequence[torch.Tensor | None] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
