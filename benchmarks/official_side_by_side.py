@@ -357,15 +357,14 @@ def data_root(work: Path, limit: int | None) -> Path:
 
 def pixel_data(root: Path) -> Any:
     """camu's ``fashion_mnist`` from ``root`` in the official code's input space: ToTensor pixels in [0, 1]
-    (camu's normalisation undone and rounded back to k/255, bit-identical to torchvision's ToTensor)."""
+    (the stored bytes k as k/255, bit-identical to torchvision's ToTensor)."""
     from camu.data import ImageData, load_dataset
     from camu.data.sources import TensorSource
 
     data = load_dataset("fashion_mnist", {"root": str(root)})
 
     def raw(source: TensorSource) -> TensorSource:
-        pixels = torch.round(data.to_pixels(source.images) * 255.0) / 255.0
-        return TensorSource(pixels, source.labels)
+        return TensorSource(source.images.float() / 255.0, source.labels)  # uint8 stored: exact
 
     return ImageData(data.name, raw(data.train), raw(data.test), data.num_classes, data.in_channels,
                      data.image_size, data.class_names, (0.0,), (1.0,))

@@ -93,6 +93,8 @@ def prepare_data(ctx: JobRun) -> list[PrepareReport]:
             folder, report = prepare(cache, split.files, split.options, split.decode, split.side,
                                      builder=ray_shards(progress), shard_images=shard_size(len(split.files), cpus),
                                      workers=int(cpus))
+        except ray.exceptions.RayTaskError:
+            raise  # an image that cannot be decoded (its error names the file), not a cache that cannot be written
         except OSError as err:
             say(f"    the decoded-once cache cannot be written ({cache}: {err.strerror or err}); trials decode the "
                 f"image files at every pass instead")

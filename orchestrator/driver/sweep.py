@@ -48,6 +48,7 @@ from orchestrator.record.run_identity import (
 from orchestrator.record.tracking import Tracker
 from orchestrator.worker.finals import FINAL_FILE, read_final
 from orchestrator.worker.objective import OBJECTIVE, with_objective_values
+from orchestrator.worker.reporting import REPORT_STEP, RESUME_FILE
 from orchestrator.worker.unlearning import unlearn_worker
 from orchestrator.worker.wire import RecordedTrial, SweepContext, TrialConfig
 
@@ -167,7 +168,7 @@ def scheduler(sweep: SweepSpec, max_epochs: int) -> Any:
         from ray.tune.schedulers import ASHAScheduler
 
         # every epoch is one report; the final evaluation adds one more
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs + 1, grace_period=sweep.grace_period,
+        return ASHAScheduler(time_attr=REPORT_STEP, max_t=max_epochs + 1, grace_period=sweep.grace_period,
                              reduction_factor=sweep.reduction_factor)
     return None
 
@@ -200,7 +201,8 @@ def run_trial(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune: b
     try:
         return _run_opened(ctx, params, trial_id, in_tune, seed, sampled, tracker, run_id, started)
     except BaseException:  # whatever ends the trial early, its reopened run never stays RUNNING
-        tracker.end(run_id, "FAILED")
+        if tracker.status(run_id) == "RUNNING":  # (one Tune stopped was closed as stopped: see _execute)
+            tracker.end(run_id, "FAILED")
         raise
 
 
@@ -236,15 +238,41 @@ def _execute(ctx: SweepContext, config: TrialConfig, train_name: str, in_tune: b
     """The run itself: in this process (an in-process trial inside Tune) or as a TorchTrainer."""
     try:
         if config.report_to == "tune":  # Tune's own session: no Train run inside
-            unlearn_worker({"config": config})
+            _in_trial_process(config, tracker)
         else:
             trainer = make_trainer(unlearn_worker, config, ctx.resources, train_name, ctx.storage_path,
                                    callbacks=[TuneReportCallback()] if in_tune else None)
             fit_trainer(trainer, ctx.resources)
+    except SystemExit:
+        if config.report_to != "tune":
+            tracker.set_tags(config.run_id, {Tag.STATUS: "failed"})
+            tracker.end(config.run_id, "FAILED")
+        raise  # an in-process trial Tune stopped was closed as stopped
     except BaseException:
         tracker.set_tags(config.run_id, {Tag.STATUS: "failed"})
         tracker.end(config.run_id, "FAILED")
         raise
+
+
+def _in_trial_process(config: TrialConfig, tracker: Tracker) -> None:
+    """``unlearn_worker`` in this process. Tune ends a trial it stops by raising ``SystemExit`` in the report
+    that told it so: after the final report (the scheduler's last rung) the trial is finished and its
+    bookkeeping goes on; before it, early stopping (or the end of the sweep) stopped it, and its run is
+    closed as stopped, as ``TrialProgress`` closes a stopped Train-run trial's, its checkpoint removed."""
+    import torch
+
+    try:
+        unlearn_worker({"config": config})
+    except SystemExit:
+        if read_final_metrics(config.out_dir):
+            return
+        (Path(config.out_dir) / RESUME_FILE).unlink(missing_ok=True)  # a stopped trial is never continued
+        tracker.set_tags(config.run_id, {Tag.STOPPED_EARLY: "true"})
+        tracker.end(config.run_id, "FINISHED")
+        raise
+    finally:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # the next trial of this reused process starts with the GPU's memory free
 
 
 def read_final_metrics(out_dir: str) -> dict[str, float]:
@@ -382,16 +410,16 @@ def trial_driver_resources(resources: ResourcesSpec) -> dict[str, float]:
     """What a trial's driver actor reserves. A single-worker trial computes in the driver itself, which
     therefore holds what the worker would have: its CPUs and GPU (a fraction with ``trials_per_gpu``; Ray
     then sets the process's visible GPU). Train local mode (num_workers 0) keeps a CPU share, as it always
-    has. A trial that starts a Train run reserves no CPU: its workers may ask for a whole node's CPUs, and a
-    driver holding even 0.01 CPU there leaves that node short (two drivers on a two-node cluster of 2-CPU
-    nodes starved every 2-CPU worker group); a token of Ray's memory resource, which every node has and no
-    worker asks for, lets Tune schedule the driver."""
-    if resources.num_workers == 0:
-        return {"CPU": 0.01}
-    if resources.num_workers == 1:
-        held = {"CPU": resources.cpus_per_worker}
-        return {**held, "GPU": resources.gpus_per_worker} if resources.use_gpu else held
-    return {"CPU": 0, "memory": DRIVER_MEMORY}
+    has, and the GPU share asked for; a trial that reserves no GPU computes on the CPU. A trial that starts
+    a Train run reserves no CPU: its workers may ask for a whole node's CPUs, and a driver holding even 0.01
+    CPU there leaves that node short (two drivers on a two-node cluster of 2-CPU nodes starved every 2-CPU
+    worker group); a token of Ray's memory resource, which every node has and no worker asks for, lets Tune
+    schedule the driver."""
+    if resources.num_workers > 1:
+        return {"CPU": 0, "memory": DRIVER_MEMORY}
+    held = {"CPU": resources.cpus_per_worker if resources.num_workers == 1 else 0.01}
+    # a process given no GPU computes on the CPU (worker.loading.worker_device), whatever its node has
+    return {**held, "GPU": resources.gpus_per_worker} if resources.use_gpu else held
 
 
 def trial_retries(sweep: SweepSpec, resources: ResourcesSpec) -> int:
@@ -469,6 +497,10 @@ def run_sweep(ctx: SweepContext, sweep: SweepSpec, space: SearchSpace, max_epoch
         remove_folder(ctx.storage_path, tuner_name)  # never read back (see the module docstring)
     trials = [_sweep_trial(ctx, res, recorded) for res in grid]
     tracker.set_tags(ctx.scenario_run_id, {done_tag: "true"})
+    # the sweep is over: no trial of it will continue, so the checkpoints in-process trials that failed every
+    # retry kept in their folders go (a resumed job answers this sweep from the record)
+    for left in Path(trial_out_dir(ctx, "-")).parent.glob(f"*/{RESUME_FILE}"):
+        left.unlink(missing_ok=True)
     if not in_trial_process(ctx.resources):  # in-process trials hold no placement group
         removed = wait_until_released()
         if removed:

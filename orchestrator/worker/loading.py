@@ -16,15 +16,28 @@ from orchestrator.worker.wire import DataConfig
 
 
 def worker_device(cfg: DataConfig, train_worker: bool = True) -> torch.device:
-    """This process's device (Train's device inside a Train worker; the local GPU, or the CPU, elsewhere: a
-    Tune trial, an evaluation task), with the job's GPU precision set for the process."""
+    """This process's device (Train's device inside a Train worker; elsewhere, a Tune trial or an evaluation
+    task, the GPU Ray gave the process, or the CPU when it was given none), with the job's GPU precision set
+    for the process."""
     set_precision(cfg.precision)
     if cfg.device == "cpu":
         return torch.device("cpu")
     if train_worker:
         with contextlib.suppress(Exception):  # outside a Train worker group after all
             return ray.train.torch.get_device()
+    if not _holds_a_gpu():
+        return torch.device("cpu")
     return resolve_device("auto")
+
+
+def _holds_a_gpu() -> bool:
+    """False in a Ray task or actor that reserved no GPU: Ray leaves such a process every GPU of its node
+    visible, and computing there would take a GPU another run reserved. True elsewhere (a driver, a script)."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return True
+    return bool(ray.get_gpu_ids())
 
 
 _LOADED: dict[str, ImageData] = {}  # this process's last dataset: reused trial processes load it once

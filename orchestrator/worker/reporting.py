@@ -23,6 +23,10 @@ import torch
 from camu.weights import read_checkpoint_state
 from orchestrator.progress import PROGRESS
 
+# The position of a report in a trial that ran from its start: epoch e reports e + 1, the final evaluation one
+# more. Early stopping counts in it rather than in Tune's training_iteration, which starts again at 1 when Tune
+# retries a trial that then continues from its checkpoint (its rungs would come at the wrong epochs).
+REPORT_STEP = "report_step"
 QUICK_SHARE = 0.05  # the per-epoch objective may take at most this share of a trial's unlearning time
 
 

@@ -29,6 +29,7 @@ from orchestrator.worker.loading import load_data, new_model, worker_device
 from orchestrator.worker.objective import OBJECTIVE, objective, objective_values
 from orchestrator.worker.reporting import (
     QUICK_SHARE,
+    REPORT_STEP,
     Channel,
     CheckpointClock,
     QuickBudget,
@@ -108,7 +109,7 @@ def unlearn_worker(loop_config: dict[str, TrialConfig]) -> None:
                 tracker.log_metrics(cfg.run_id, report, step=epoch)
         due = clock.due()  # only rank 0 attaches the state (Channel.report)
         with timings("epoch_reports.checkpoint" if due else "epoch_reports.report"):
-            channel.report({"epoch": epoch, **report}, state if due else None)
+            channel.report({"epoch": epoch, REPORT_STEP: epoch + 1, **report}, state if due else None)
 
     resume_state = channel.resume_state()
     if resume_state is not None and tracker is not None:
@@ -121,8 +122,9 @@ def unlearn_worker(loop_config: dict[str, TrialConfig]) -> None:
     result = run_method(cfg.method, params, ctx)
     timings.seconds.update(unlearn=result.seconds, epoch_reports=result.report_seconds)
     final = _final(cfg, tracker, result, data, split, device, timings) if shard.is_main else {}
-    channel.report({"epoch": result.epochs, "final": 1.0, **final}, None)
-    channel.finished()
+    channel.finished()  # final.json is written: no attempt of this trial will continue it (before the report,
+    # which does not return when Tune ends the trial there)
+    channel.report({"epoch": result.epochs, REPORT_STEP: result.epochs + 1, "final": 1.0, **final}, None)
 
 
 def _data_parallel_params(method: str, params: MethodParams, wcfg: WorkerConfig, shard: Shard) -> dict[str, Any]:

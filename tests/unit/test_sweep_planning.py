@@ -74,6 +74,7 @@ def test_single_worker_trials_hold_the_workers_resources_in_their_own_process():
     assert trial_retries(SweepSpec(max_failures=1), ResourcesSpec(num_workers=1, worker_max_failures=-1)) == -1
     local = ResourcesSpec(num_workers=0)
     assert in_trial_process(local) and trial_driver_resources(local) == {"CPU": 0.01}
+    assert trial_driver_resources(ResourcesSpec(num_workers=0, gpus_per_worker=1)) == {"CPU": 0.01, "GPU": 1}
     assert trial_retries(SweepSpec(max_failures=1), local) == 1
     ddp = ResourcesSpec(num_workers=2, cpus_per_worker=2, gpus_per_worker=1, worker_max_failures=2)
     assert not in_trial_process(ddp) and trial_driver_resources(ddp) == {"CPU": 0, "memory": DRIVER_MEMORY}
@@ -121,3 +122,42 @@ def test_an_in_process_trial_keeps_its_checkpoint_in_its_own_folder(tmp_path):
     assert [p.name for p in folder.iterdir()] == [RESUME_FILE]  # no staging file left
     again.finished()
     assert not (folder / RESUME_FILE).exists() and again.resume_state() is None
+
+
+def test_a_trial_tune_stops_in_its_own_process_is_closed_as_stopped_or_finished(tmp_path, monkeypatch):
+    """Tune ends an in-process trial it stops with SystemExit inside the report that told it so: with its
+    final.json written (the scheduler's last rung came with the final report) the trial finished and goes on;
+    before that it was stopped early, its run closed as stopped (not failed) and its checkpoint removed."""
+    import json
+
+    from orchestrator.driver import sweep
+    from orchestrator.record.run_identity import Tag
+    from orchestrator.worker.finals import FINAL_FILE
+    from orchestrator.worker.reporting import RESUME_FILE
+
+    class Tracker:
+        def __init__(self):
+            self.tags, self.ended = {}, None
+
+        def set_tags(self, run_id, tags):
+            self.tags.update(tags)
+
+        def end(self, run_id, status):
+            self.ended = status
+
+    def stopped_by_tune(_config):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(sweep, "unlearn_worker", stopped_by_tune)
+    config = type("Config", (), {"out_dir": str(tmp_path), "run_id": "r"})()
+    (tmp_path / RESUME_FILE).write_bytes(b"state")
+    tracker = Tracker()
+    with pytest.raises(SystemExit):
+        sweep._in_trial_process(config, tracker)
+    assert tracker.tags == {Tag.STOPPED_EARLY: "true"} and tracker.ended == "FINISHED"
+    assert not (tmp_path / RESUME_FILE).exists()
+
+    (tmp_path / FINAL_FILE).write_text(json.dumps({"final": 1.0, "objective": 0.5}))
+    tracker = Tracker()
+    sweep._in_trial_process(config, tracker)  # finished: returns, the run's bookkeeping goes on
+    assert tracker.tags == {} and tracker.ended is None
