@@ -77,14 +77,17 @@ def feed_rate(source: Any, n: int, batch: int, seed: int = 0) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def read_rate(source: Any, n: int, batch: int, seed: int = 0) -> float:
-    """Images per second of the cache's own part of feeding: gathering bytes by index and normalising them
-    (the view, a resampling that a GPU does in the batch's shadow, left out)."""
+def read_rate(source: Any, n: int, batch: int, normalise: bool, seed: int = 0) -> float:
+    """Images per second of the cache's own part of feeding: gathering bytes by index (what a GPU trial's host
+    does: normalisation and the view then run on the device), and with ``normalise`` turning them into float
+    inputs on the CPU (the view, a resampling, left out)."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(source), generator=g)[:n]
     start = time.perf_counter()
     for idx in order.split(batch):
-        source.inputs(source.gather(idx))
+        pixels = source.gather(idx)
+        if normalise:
+            source.inputs(pixels)
     return n / (time.perf_counter() - start)
 
 
@@ -214,9 +217,11 @@ def main() -> None:
         print(f"\nfeed rate (224 random resized crop + flip, batches of 64, {n} images): lazy with "
               f"{args.loader_workers} decode processes {lazy_rate:.0f} images/s; cache {cached_rate:.0f} images/s "
               f"({cached_rate / lazy_rate:.1f}x)")
-        raw = read_rate(prepared.train, n, 64)
-        print(f"  of which the cache's own part (gather by index + normalise, no view): {raw:.0f} images/s "
-              f"({raw / lazy_rate:.1f}x the lazy path); the rest is the view's resampling on the CPU")
+        gathered, normalised = read_rate(prepared.train, n, 64, False), read_rate(prepared.train, n, 64, True)
+        print(f"  the cache's own part: gathering uint8 batches by index {gathered:.0f} images/s "
+              f"({gathered / lazy_rate:.1f}x the lazy path: a GPU trial's host work), with normalisation on the "
+              f"CPU {normalised:.0f} images/s ({normalised / lazy_rate:.1f}x); the rest is the view's resampling "
+              f"on the CPU")
         pairs = min(256, len(lazy.train))
         lazy_pairs, cached_pairs = pair_rate(lazy.train, pairs), pair_rate(prepared.train, pairs)
         print(f"CaMU partner fetches (one image each, in the training process): lazy {lazy_pairs:.0f}/s; cache "

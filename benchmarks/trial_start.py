@@ -38,22 +38,32 @@ def _first_line_tune(config: dict[str, Any]) -> None:
 
 
 def _empty_loop(config: dict[str, Any]) -> None:
+    """Writes when it started (Train V2 keeps no metrics reported without a checkpoint)."""
     import ray.train
 
-    ray.train.report({"first_line": time.time()})
+    first_line = time.time()
+    if ray.train.get_context().get_world_rank() == 0:
+        Path(config["clock"]).write_text(repr(first_line))
+
+
+def _fit_empty(workers: int, cpus: float, storage: str, name: str) -> float:
+    """Fit a bare TorchTrainer running ``_empty_loop``; returns the time of the loop's first line."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    clock = Path(storage) / f"{name}.clock"
+    TorchTrainer(_empty_loop, train_loop_config={"clock": str(clock)},
+                 scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus}),
+                 run_config=ray.train.RunConfig(name=name, storage_path=storage)).fit()
+    return float(clock.read_text())
 
 
 def _tune_fits_trainer(config: dict[str, Any]) -> None:
-    import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
 
-    trainer = TorchTrainer(_empty_loop, scaling_config=ray.train.ScalingConfig(
-        num_workers=config["workers"], resources_per_worker={"CPU": config["cpus"]}),
-        run_config=ray.train.RunConfig(name=f"floor-{tune.get_context().get_trial_id()}",
-                                       storage_path=config["storage"]))
-    result = trainer.fit()
-    tune.report({"first_line": result.metrics["first_line"]})
+    first_line = _fit_empty(config["workers"], config["cpus"], config["storage"],
+                            f"floor-{tune.get_context().get_trial_id()}")
+    tune.report({"first_line": first_line})
 
 
 def tune_floor(trainable: Any, trials: int, resources: dict[str, float], reuse: bool, storage: str,
@@ -86,17 +96,11 @@ def tune_floor(trainable: Any, trials: int, resources: dict[str, float], reuse: 
 
 def train_floor(workers: int, cpus: float, storage: str, runs: int) -> list[tuple[float, float]]:
     """(fit() to the loop's first line, fit() in all) of bare TorchTrainers with ``workers`` workers."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     out = []
     for i in range(runs):
-        trainer = TorchTrainer(_empty_loop, scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, resources_per_worker={"CPU": cpus}),
-            run_config=ray.train.RunConfig(name=f"bare-{workers}-{i}-{time.time_ns()}", storage_path=storage))
         start = time.time()
-        result = trainer.fit()
-        out.append((result.metrics["first_line"] - start, time.time() - start))
+        first_line = _fit_empty(workers, cpus, storage, f"bare-{workers}-{i}-{time.time_ns()}")
+        out.append((first_line - start, time.time() - start))
     return out
 
 
