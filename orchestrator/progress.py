@@ -56,7 +56,8 @@ class JobProgress:
     stage_number: int = 0
     stage_text: str = ""
     task: str = ""
-    epochs: tuple[int, int] | None = None   # (done, total) of the current training
+    epochs: tuple[int, int] | None = None   # (done, total) of the current training (or other counted task)
+    unit: str = "epoch"                      # what ``epochs`` counts
     trials: dict[str, int] | None = None    # done / running / stopped / failed / total of the current sweep
     best: float = math.inf
     started: float = field(default_factory=time.monotonic)
@@ -83,9 +84,10 @@ class JobProgress:
         self.task, self.epochs, self.trials, self.best = "", None, None, math.inf
         console.print(Text.assemble((f"[{number}/5]", "bold"), " ", title))
 
-    def start_task(self, label: str, epochs: int | None = None) -> None:
-        """A training or a single trial starts (``epochs``: how many it will run, when known)."""
-        self.task, self.task_started = label, time.monotonic()
+    def start_task(self, label: str, epochs: int | None = None, unit: str = "epoch") -> None:
+        """A training or a single trial starts (``epochs``: how many it will run, when known; ``unit``: what
+        they are, e.g. images for a preparation)."""
+        self.task, self.task_started, self.unit = label, time.monotonic(), unit
         self.epochs = (0, epochs) if epochs else None
 
     def epoch(self, done: int, total: int | None = None) -> None:
@@ -121,7 +123,7 @@ class JobProgress:
         """Most specific first (a narrow terminal cuts the end): the step, its progress, the clock."""
         parts = [f"[{self.stage_number}/5] {self.task or self.stage_text}" if self.stage_number else "starting"]
         if self.epochs:
-            parts.append(f"epoch {self.epochs[0]}/{self.epochs[1]}")
+            parts.append(f"{self.unit} {self.epochs[0]}/{self.epochs[1]}")
         if self.trials:
             t = self.trials
             parts.append(f"trials {t['done']}/{t['total']} done, {t['running']} running, {t['stopped']} stopped, "

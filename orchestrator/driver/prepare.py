@@ -88,7 +88,7 @@ def prepare_data(ctx: JobRun) -> list[PrepareReport]:
                 said[0] = seconds
                 say(f"    decoding {name}: {done}/{total} images, {done / max(seconds, 1e-9):.0f} images/s")
 
-        PROGRESS.start_task(f"decoding the {name} images once", len(split.files))
+        PROGRESS.start_task(f"decoding the {name} images once", len(split.files), unit="images")
         try:
             folder, report = prepare(cache, split.files, split.options, split.decode, split.side,
                                      builder=ray_shards(progress), shard_images=shard_size(len(split.files), cpus),

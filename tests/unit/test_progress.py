@@ -39,6 +39,9 @@ def test_line_shows_stage_epochs_and_remaining_from_the_pace(clock):
     assert "0:40 elapsed, ~1:00 left" in line
     p.epoch(99)
     assert p.epochs == (10, 10)  # never past the total
+    p.start_task("decoding the train images once", 13_000, unit="images")  # a preparation counts images
+    p.epoch(6_500, 13_000)
+    assert p.line().startswith("[3/5] decoding the train images once · images 6500/13000 · ")
 
 
 def test_sweep_counts_best_and_remaining(clock, capsys):
