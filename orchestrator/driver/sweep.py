@@ -218,10 +218,15 @@ def _run_opened(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune:
     driver_logging = time.time() - started
     train_name = train_run_name(ctx.job, f"{ctx.scenario}-{ctx.method}-s{seed}", f"{ctx.scope_key[-8:]}-{trial_id}")
     keep = sampled is None or ctx.keep_all_weights  # presets and replicates always; sweep trials when asked
-    _execute(ctx, TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id, out_dir=out_dir,
-                              report_to="tune" if in_tune and in_trial_process(ctx.resources) else "train",
-                              launched_at=time.time(), started_at=started, log_weights=keep),
-             train_name, in_tune, tracker)
+    stopped: SystemExit | None = None
+    try:
+        _execute(ctx, TrialConfig(worker=ctx.worker, method=ctx.method, params=params, run_id=run_id,
+                                  out_dir=out_dir,
+                                  report_to="tune" if in_tune and in_trial_process(ctx.resources) else "train",
+                                  launched_at=time.time(), started_at=started, log_weights=keep),
+                 train_name, in_tune, tracker)
+    except SystemExit as err:  # Tune ended the in-process trial at its final report: finished (see _in_trial_process)
+        stopped = err
     final = read_final_metrics(out_dir)
     if final:  # the whole trial as the driver saw it; "other" is what none of the worker's parts covers
         remove_folder(ctx.storage_path, train_name)  # finished: its checkpoints will never be read again
@@ -231,6 +236,8 @@ def _run_opened(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune:
         tracker.log_metrics(run_id, {"time.total": total, "time.driver_logging": driver_logging,
                                      "time.other": max(0.0, total - parts)})
     tracker.end(run_id, "FINISHED")
+    if stopped is not None:
+        raise stopped  # Tune's own way of ending the trial's thread: it must reach Tune
     return final, run_id
 
 
@@ -256,16 +263,18 @@ def _execute(ctx: SweepContext, config: TrialConfig, train_name: str, in_tune: b
 
 def _in_trial_process(config: TrialConfig, tracker: Tracker) -> None:
     """``unlearn_worker`` in this process. Tune ends a trial it stops by raising ``SystemExit`` in the report
-    that told it so: after the final report (the scheduler's last rung) the trial is finished and its
-    bookkeeping goes on; before it, early stopping (or the end of the sweep) stopped it, and its run is
-    closed as stopped, as ``TrialProgress`` closes a stopped Train-run trial's, its checkpoint removed."""
+    that told it so, and that exception must reach Tune (a trial function that returns after it leaves Tune's
+    search waiting for a trial that never ends): after the final report (the scheduler's last rung) the trial
+    is finished, and ``_run_opened`` does its bookkeeping before raising it again; before it, early stopping
+    (or the end of the sweep) stopped it, and its run is closed as stopped, as ``TrialProgress`` closes a
+    stopped Train-run trial's, its checkpoint removed."""
     import torch
 
     try:
         unlearn_worker({"config": config})
     except SystemExit:
         if read_final_metrics(config.out_dir):
-            return
+            raise
         (Path(config.out_dir) / RESUME_FILE).unlink(missing_ok=True)  # a stopped trial is never continued
         tracker.set_tags(config.run_id, {Tag.STOPPED_EARLY: "true"})
         tracker.end(config.run_id, "FINISHED")

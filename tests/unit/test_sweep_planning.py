@@ -126,8 +126,9 @@ def test_an_in_process_trial_keeps_its_checkpoint_in_its_own_folder(tmp_path):
 
 def test_a_trial_tune_stops_in_its_own_process_is_closed_as_stopped_or_finished(tmp_path, monkeypatch):
     """Tune ends an in-process trial it stops with SystemExit inside the report that told it so: with its
-    final.json written (the scheduler's last rung came with the final report) the trial finished and goes on;
-    before that it was stopped early, its run closed as stopped (not failed) and its checkpoint removed."""
+    final.json written (the scheduler's last rung came with the final report) the trial finished and is not
+    closed as stopped; before that it was stopped early, its run closed as stopped (not failed) and its
+    checkpoint removed. Either way the exit reaches Tune."""
     import json
 
     from orchestrator.driver import sweep
@@ -159,5 +160,6 @@ def test_a_trial_tune_stops_in_its_own_process_is_closed_as_stopped_or_finished(
 
     (tmp_path / FINAL_FILE).write_text(json.dumps({"final": 1.0, "objective": 0.5}))
     tracker = Tracker()
-    sweep._in_trial_process(config, tracker)  # finished: returns, the run's bookkeeping goes on
-    assert tracker.tags == {} and tracker.ended is None
+    with pytest.raises(SystemExit):  # finished: Tune's exit still reaches Tune, after _run_opened's bookkeeping
+        sweep._in_trial_process(config, tracker)
+    assert tracker.tags == {} and tracker.ended is None  # not closed as stopped
