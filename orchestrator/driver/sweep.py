@@ -226,6 +226,8 @@ def _run_opened(ctx: SweepContext, params: MethodParams, trial_id: str, in_tune:
                                   launched_at=time.time(), started_at=started, log_weights=keep),
                  train_name, in_tune, tracker)
     except SystemExit as err:  # Tune ended the in-process trial at its final report: finished (see _in_trial_process)
+        if not read_final_metrics(out_dir):
+            raise  # stopped early or failed: its run was closed as such
         stopped = err
     final = read_final_metrics(out_dir)
     if final:  # the whole trial as the driver saw it; "other" is what none of the worker's parts covers
@@ -250,14 +252,10 @@ def _execute(ctx: SweepContext, config: TrialConfig, train_name: str, in_tune: b
             trainer = make_trainer(unlearn_worker, config, ctx.resources, train_name, ctx.storage_path,
                                    callbacks=[TuneReportCallback()] if in_tune else None)
             fit_trainer(trainer, ctx.resources)
-    except SystemExit:
-        if config.report_to != "tune":
-            tracker.set_tags(config.run_id, {Tag.STATUS: "failed"})
+    except BaseException as err:
+        if not (isinstance(err, SystemExit) and config.report_to == "tune"):  # Tune stopping an in-process trial
+            tracker.set_tags(config.run_id, {Tag.STATUS: "failed"})  # is no failure (see _in_trial_process)
             tracker.end(config.run_id, "FAILED")
-        raise  # an in-process trial Tune stopped was closed as stopped
-    except BaseException:
-        tracker.set_tags(config.run_id, {Tag.STATUS: "failed"})
-        tracker.end(config.run_id, "FAILED")
         raise
 
 
